@@ -1,0 +1,257 @@
+"""Codecs: pretrained autoencoders that map images to latents and back.
+
+Every codec has the same interface (:class:`Codec`):
+
+- ``encode(images)``: images ``(N, 3, H, W)`` float in [0, 1] -> latents ``(N, C, H/8, W/8)``
+  already scaled (and shifted) into the codec's normalised space;
+- ``decode(latents)``: the inverse, returning images ``(N, 3, H, W)`` in [0, 1].
+
+Implementations:
+
+- :class:`TAEF2Codec`: the default, TAEF2 (a 1.3M + 1.3M parameter tiny autoencoder for the
+  FLUX.2 latent space, 32 channels, 8x; github madebyollin/taesd, MIT). The architecture is
+  written here (:class:`TinyEncoder` / :class:`TinyDecoder`), the weights are the upstream
+  ``encoder.pth`` / ``decoder.pth``, loaded with ``torch.load(weights_only=True)``.
+- :class:`DiffusersVAECodec`: any diffusers ``AutoencoderKL`` (honouring ``scaling_factor`` and
+  ``shift_factor``) or ``AutoencoderTiny``, by local path or hub id.
+
+Codecs are diffusers ``ModelMixin`` / ``ConfigMixin`` so a :class:`~flowup.pipeline.FlowUpPipeline`
+saves and loads them with safetensors like any other component.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from flowup.weights import find_taef2_weights
+
+__all__ = ["Codec", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "load_codec"]
+
+
+class Codec(ModelMixin, ConfigMixin):
+    """Common interface of all codecs. Subclasses set ``latent_channels`` and ``downscale``."""
+
+    latent_channels: int
+    downscale: int = 8
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """``(N, 3, H, W)`` in [0, 1] -> normalised latents ``(N, C, H/8, W/8)``."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Normalised latents ``(N, C, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [0, 1]."""
+        raise NotImplementedError
+
+    @property
+    def encoder_receptive_radius(self) -> int:
+        """Pixels of context each side that a tile needs for an encode equal to the untiled one."""
+        return 64
+
+    @property
+    def decoder_receptive_radius(self) -> int:
+        """Latent pixels of context each side that a tile needs for a faithful decode."""
+        return 8
+
+
+# --------------------------------------------------------------------------------------------
+# TAEF2 architecture (taesd.py's "flux_2" variant: GroupNorm branch in the three deepest blocks)
+
+
+def _conv3x3(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class _Clamp(nn.Module):
+    """Soft clamp of latents to (-3, 3) before decoding."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class _Block(nn.Module):
+    """Residual block of three 3x3 convolutions; optional GroupNorm "pool" branch (FLUX.2)."""
+
+    def __init__(self, n_in: int, n_out: int, use_midblock_gn: bool = False):
+        super().__init__()
+        self.conv = nn.Sequential(
+            _conv3x3(n_in, n_out), nn.ReLU(), _conv3x3(n_out, n_out), nn.ReLU(), _conv3x3(n_out, n_out)
+        )
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+        self.pool: nn.Module | None = None
+        if use_midblock_gn:
+            hidden = n_in * 4
+            self.pool = nn.Sequential(
+                nn.Conv2d(n_in, hidden, 1, bias=False),
+                nn.GroupNorm(4, hidden),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, n_in, 1, bias=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+class TinyEncoder(nn.Sequential):
+    """TAESD-family encoder: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C, H/8, W/8)``."""
+
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+        gn = {"use_midblock_gn": use_midblock_gn}
+        super().__init__(
+            _conv3x3(3, 64), _Block(64, 64),
+            _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64), _Block(64, 64), _Block(64, 64),
+            _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64), _Block(64, 64), _Block(64, 64),
+            _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64, **gn), _Block(64, 64, **gn), _Block(64, 64, **gn),
+            _conv3x3(64, latent_channels),
+        )  # fmt: skip
+
+
+class TinyDecoder(nn.Sequential):
+    """TAESD-family decoder: ``(N, C, h, w)`` -> ``(N, 3, 8h, 8w)`` (not clamped)."""
+
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+        gn = {"use_midblock_gn": use_midblock_gn}
+        super().__init__(
+            _Clamp(), _conv3x3(latent_channels, 64), nn.ReLU(),
+            _Block(64, 64, **gn), _Block(64, 64, **gn), _Block(64, 64, **gn),
+            nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False),
+            _Block(64, 64), _Block(64, 64), _Block(64, 64),
+            nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False),
+            _Block(64, 64), _Block(64, 64), _Block(64, 64),
+            nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False),
+            _Block(64, 64), _conv3x3(64, 3),
+        )  # fmt: skip
+
+
+class TAEF2Codec(Codec):
+    """TAEF2 tiny autoencoder (FLUX.2 latent space, 32 channels, 8x downscale).
+
+    Build it with :meth:`from_taesd_weights` (a folder holding ``encoder.pth`` and
+    ``decoder.pth``) or :meth:`from_pretrained` (a folder saved by :meth:`save_pretrained`).
+    ``TAEF2Codec()`` alone is randomly initialised, which tests use.
+    """
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.encoder = TinyEncoder(latent_channels, use_midblock_gn)
+        self.decoder = TinyDecoder(latent_channels, use_midblock_gn)
+
+    @classmethod
+    def from_taesd_weights(cls, folder: str | Path | None = None) -> "TAEF2Codec":
+        """Load the upstream weights from ``folder`` (found by :func:`find_taef2_weights` if None)."""
+        folder = find_taef2_weights(folder)
+        codec = cls()
+        for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+            state = torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+            module.load_state_dict(state)
+        return codec.eval().requires_grad_(False)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` in [0, 1], H and W multiples of 8 -> latents ``(N, 32, H/8, W/8)``."""
+        _check_images(images, self.downscale)
+        return self.encoder(images.to(self.dtype))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``(N, 32, h, w)`` -> images ``(N, 3, 8h, 8w)`` clamped to [0, 1]."""
+        return self.decoder(latents.to(self.dtype)).clamp(0, 1)
+
+    @property
+    def encoder_receptive_radius(self) -> int:
+        # 3x3 convs: 5 at full res, 1 + 9 at /2, 1 + 9 at /4, 1 + 9 at /8 (in input pixels).
+        return 5 + 10 * 2 + 10 * 4 + 10 * 8 - 1
+
+    @property
+    def decoder_receptive_radius(self) -> int:
+        # In latent pixels: 1 + 9 convs at x1, 1 + 9 at x2, 1 + 9 at x4, 4 at x8.
+        return math.ceil(10 + 10 / 2 + 10 / 4 + 4 / 8)
+
+
+class DiffusersVAECodec(Codec):
+    """A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` behind the :class:`Codec` interface.
+
+    Latents are ``(z - shift_factor) * scaling_factor`` of the VAE's posterior mode (the
+    convention of diffusers pipelines), so they live in the normalised space the flow model sees.
+    """
+
+    @register_to_config
+    def __init__(self, vae: nn.Module | None = None, vae_config: dict | None = None, vae_class: str = "AutoencoderKL"):
+        super().__init__()
+        import diffusers
+
+        if vae is None:
+            if vae_config is None:
+                raise ValueError("DiffusersVAECodec needs a vae module or a vae_config")
+            vae = getattr(diffusers, vae_class).from_config(vae_config)
+        self.vae = vae
+        vae_class = type(vae).__name__
+        self.register_to_config(vae=None, vae_config=dict(vae.config), vae_class=vae_class)
+        cfg = vae.config
+        self.latent_channels = int(cfg.latent_channels)
+        blocks = cfg.encoder_block_out_channels if vae_class == "AutoencoderTiny" else cfg.block_out_channels
+        self.downscale = 2 ** (len(blocks) - 1)
+        self.scaling_factor = float(getattr(cfg, "scaling_factor", None) or 1.0)
+        self.shift_factor = float(getattr(cfg, "shift_factor", None) or 0.0)
+
+    @classmethod
+    def from_vae(cls, path_or_id: str, subfolder: str | None = None, **kwargs) -> "DiffusersVAECodec":
+        """Load a VAE by local path or hub id (tries ``AutoencoderKL``, then ``AutoencoderTiny``)."""
+        from diffusers import AutoencoderKL, AutoencoderTiny
+
+        errors = []
+        for klass in (AutoencoderKL, AutoencoderTiny):
+            try:
+                vae = klass.from_pretrained(path_or_id, subfolder=subfolder, **kwargs)
+                return cls(vae=vae).eval().requires_grad_(False)
+            except Exception as err:  # noqa: BLE001 - report both attempts below
+                errors.append(f"{klass.__name__}: {err}")
+        raise OSError(f"could not load a diffusers VAE from {path_or_id!r}: " + " | ".join(errors))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        _check_images(images, self.downscale)
+        x = images.to(self.dtype) * 2 - 1
+        if type(self.vae).__name__ == "AutoencoderTiny":
+            z = self.vae.encode(x).latents
+        else:
+            z = self.vae.encode(x).latent_dist.mode()
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.dtype) / self.scaling_factor + self.shift_factor
+        return (self.vae.decode(z).sample / 2 + 0.5).clamp(0, 1)
+
+
+def _check_images(images: torch.Tensor, multiple: int) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[-1] % multiple or images.shape[-2] % multiple:
+        raise ValueError(f"image height and width must be multiples of {multiple}, got {tuple(images.shape[-2:])}")
+
+
+def load_codec(spec: str | Path | None = None) -> Codec:
+    """Load a codec from a spec: ``None`` / ``"taef2"`` (default weights search), a folder with
+    ``encoder.pth`` + ``decoder.pth`` (TAEF2), a saved codec folder, or a diffusers VAE path / hub id.
+    """
+    if spec is None or str(spec).lower() == "taef2":
+        return TAEF2Codec.from_taesd_weights(None)
+    path = Path(spec)
+    if (path / "encoder.pth").is_file() and (path / "decoder.pth").is_file():
+        return TAEF2Codec.from_taesd_weights(path)
+    if (path / "config.json").is_file():
+        import json
+
+        cls_name = json.loads((path / "config.json").read_text()).get("_class_name")
+        if cls_name == "TAEF2Codec":
+            return TAEF2Codec.from_pretrained(path).eval().requires_grad_(False)
+        if cls_name == "DiffusersVAECodec":
+            return DiffusersVAECodec.from_pretrained(path).eval().requires_grad_(False)
+    return DiffusersVAECodec.from_vae(str(spec))

@@ -1,0 +1,104 @@
+"""The velocity network: a diffusers ``UNet2DModel`` on ``concat(x_t, cond)``.
+
+Two changes make it an upscaler that works on any image size, tile by tile:
+
+- no attention (``add_attention=False``, plain ``DownBlock2D`` / ``UpBlock2D`` blocks), and
+- every ``GroupNorm`` is replaced by :class:`PixelGroupNorm`, which normalises each pixel's
+  channels within groups instead of pooling statistics over the whole image.
+
+The network is then a local operator (translation equivariant, finite receptive field): the
+velocity at one latent pixel depends only on a fixed neighbourhood, so a 32x32 training crop and a
+512x512 latent behave alike, and tiled evaluation with enough overlap equals the untiled one.
+
+The output convolution starts at zero, so an untrained model has velocity 0 and returns its
+source; training moves away from there.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+__all__ = ["FlowUNet", "PixelGroupNorm"]
+
+
+class PixelGroupNorm(nn.Module):
+    """GroupNorm whose statistics are per pixel (over the channels of a group), not per image.
+
+    ``(N, C, H, W) -> (N, C, H, W)``; same parameters as ``nn.GroupNorm`` (``weight``, ``bias``).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels {num_channels} is not divisible by num_groups {num_groups}")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = x.reshape(n, self.num_groups, c // self.num_groups, h, w).float()
+        var, mean = torch.var_mean(g, dim=2, keepdim=True, unbiased=False)
+        y = ((g - mean) * torch.rsqrt(var + self.eps)).reshape(n, c, h, w).to(x.dtype)
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def _replace_group_norms(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.GroupNorm):
+            setattr(module, name, PixelGroupNorm(child.num_groups, child.num_channels, child.eps, child.affine))
+        else:
+            _replace_group_norms(child)
+
+
+class FlowUNet(ModelMixin, ConfigMixin):
+    """Velocity model ``v(x_t, t, cond)`` for latents of ``latent_channels`` channels.
+
+    - ``x_t``: ``(N, C, h, w)`` point on the path; ``t``: ``(N,)`` or scalar in [0, 1];
+      ``cond``: ``(N, C, h, w)`` clean upsampled source latent. Returns ``(N, C, h, w)``.
+    - ``h`` and ``w`` must be multiples of ``2 ** (len(block_out_channels) - 1)``.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 32,
+        block_out_channels: tuple[int, ...] = (64, 128, 256),
+        layers_per_block: int = 2,
+        norm_num_groups: int = 32,
+        time_scale: float = 1000.0,
+    ):
+        super().__init__()
+        levels = len(block_out_channels)
+        self.unet = UNet2DModel(
+            in_channels=2 * latent_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=("DownBlock2D",) * levels,
+            up_block_types=("UpBlock2D",) * levels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            add_attention=False,
+            resnet_time_scale_shift="scale_shift",
+        )
+        _replace_group_norms(self.unet)
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+
+    @property
+    def size_multiple(self) -> int:
+        """Latent height and width must be multiples of this."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        h = torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
+        return self.unet(h, t * self.config.time_scale).sample

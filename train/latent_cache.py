@@ -1,0 +1,196 @@
+"""Latent-pair cache: encode (PSU source, high-res target) crops once, train from disk.
+
+Encoding with the codec is far slower than a training step on a CPU, so ``prepare`` does it once:
+for every image it takes random high-res crops (after an optional random downscale of large
+photos, and a random horizontal flip), builds the low-res image by antialiased bicubic
+downsampling, the pixel-space-upsampled source (PSU) by bicubic upsampling, and stores the two
+codec latents ``src`` and ``hr`` (``(N, C, s/8, s/8)``, float16) in safetensors shards together
+with the recipe that made them (``recipe.json`` and each shard's metadata).
+
+Training then draws random sub-crops of these latents (:class:`LatentPairDataset`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from flowup.codecs import Codec, load_codec
+from flowup.image_io import IMAGE_EXTENSIONS, ImageReadError, load_image
+from flowup.resample import downsample, upsample
+
+__all__ = ["CacheRecipe", "prepare_cache", "LatentPairDataset", "list_images"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheRecipe:
+    """How a cache was made; stored beside it and checked when training reads it."""
+
+    image_dirs: list[str] = field(default_factory=list)
+    codec: str = "taef2"
+    scale: int = 2
+    crop_size: int = 320
+    crops_per_image: int = 1
+    extra_crop_min_side: int = 700
+    random_downscale_min: float = 0.5
+    hflip: bool = True
+    seed: int = 0
+
+
+def list_images(dirs: list[str | Path]) -> list[Path]:
+    """All image files under the given folders (recursively), sorted."""
+    files: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if d.is_file():
+            files.append(d)
+            continue
+        if not d.is_dir():
+            raise FileNotFoundError(f"image folder not found: {d}")
+        files += [p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files)
+
+
+def _random_crops(image: torch.Tensor, recipe: CacheRecipe, rng: random.Random) -> list[torch.Tensor]:
+    """Random ``crop_size`` crops of a ``(3, H, W)`` image; [] if it is too small."""
+    size = recipe.crop_size
+    _, h, w = image.shape
+    short = min(h, w)
+    if short < size:
+        return []
+    n = recipe.crops_per_image + (1 if short >= recipe.extra_crop_min_side else 0)
+    crops = []
+    for _ in range(n):
+        img = image
+        low = max(recipe.random_downscale_min, size / short)
+        if low < 1.0:
+            factor = rng.uniform(low, 1.0)
+            new_h, new_w = max(size, round(h * factor)), max(size, round(w * factor))
+            img = F.interpolate(image[None], size=(new_h, new_w), mode="bicubic", antialias=True)[0].clamp(0, 1)
+        _, hh, ww = img.shape
+        top, left = rng.randint(0, hh - size), rng.randint(0, ww - size)
+        crop = img[:, top : top + size, left : left + size]
+        if recipe.hflip and rng.random() < 0.5:
+            crop = crop.flip(-1)
+        crops.append(crop)
+    return crops
+
+
+@torch.no_grad()
+def prepare_cache(
+    recipe: CacheRecipe,
+    out_dir: str | Path,
+    codec: Codec | None = None,
+    shard_size: int = 256,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> int:
+    """Encode crops of every image under ``recipe.image_dirs`` into ``out_dir``; returns pairs written.
+
+    Unreadable images are skipped with a warning. Shards are written atomically.
+    """
+    if recipe.crop_size % (8 * recipe.scale):
+        raise ValueError(f"crop_size must be a multiple of {8 * recipe.scale}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codec = codec if codec is not None else load_codec(recipe.codec)
+    files = list_images(recipe.image_dirs)
+    if not files:
+        raise FileNotFoundError(f"no images found under {recipe.image_dirs}")
+    (out_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    rng = random.Random(recipe.seed)
+    pending: list[torch.Tensor] = []
+    src_buf: list[torch.Tensor] = []
+    hr_buf: list[torch.Tensor] = []
+    shard_index, written, skipped = 0, 0, 0
+    start = time.time()
+
+    def encode_pending() -> None:
+        if not pending:
+            return
+        hr = torch.stack(pending)
+        src = upsample(downsample(hr, recipe.scale), recipe.scale)
+        hr_buf.append(codec.encode(hr.to(codec.device)).half().cpu())
+        src_buf.append(codec.encode(src.to(codec.device)).half().cpu())
+        pending.clear()
+
+    def flush_shard() -> None:
+        nonlocal shard_index, written
+        if not hr_buf:
+            return
+        tensors = {"hr": torch.cat(hr_buf).contiguous(), "src": torch.cat(src_buf).contiguous()}
+        path = out_dir / f"shard-{shard_index:05d}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={"recipe": json.dumps(asdict(recipe))})
+        tmp.replace(path)
+        written += tensors["hr"].shape[0]
+        shard_index += 1
+        hr_buf.clear()
+        src_buf.clear()
+
+    for path in tqdm(files, desc="encoding crops", unit="img", disable=not progress):
+        try:
+            image = load_image(path).rgb
+        except ImageReadError as err:
+            log.warning("skipping %s", err)
+            skipped += 1
+            continue
+        for crop in _random_crops(image, recipe, rng):
+            pending.append(crop)
+            if len(pending) >= batch_size:
+                encode_pending()
+        if sum(x.shape[0] for x in hr_buf) >= shard_size:
+            flush_shard()
+    encode_pending()
+    flush_shard()
+    log.info("wrote %d pairs in %d shards (%d unreadable images skipped) in %.0f s",
+             written, shard_index, skipped, time.time() - start)
+    return written
+
+
+class LatentPairDataset(Dataset):
+    """Random ``latent_size`` sub-crops of cached latent pairs.
+
+    Item: ``{"src": (C, s, s), "hr": (C, s, s)}`` float32. ``samples_per_epoch`` sets the epoch
+    length (each item is a fresh random crop of a random pair).
+    """
+
+    def __init__(self, cache_dir: str | Path, latent_size: int = 32, samples_per_epoch: int | None = None):
+        cache_dir = Path(cache_dir)
+        shards = sorted(cache_dir.glob("shard-*.safetensors"))
+        if not shards:
+            raise FileNotFoundError(f"no latent shards in {cache_dir}; run `python -m train prepare` first")
+        parts = [load_file(str(s)) for s in shards]
+        self.hr = torch.cat([p["hr"] for p in parts])
+        self.src = torch.cat([p["src"] for p in parts])
+        self.recipe = json.loads((cache_dir / "recipe.json").read_text()) if (cache_dir / "recipe.json").exists() else {}
+        full = self.hr.shape[-1]
+        if latent_size > full:
+            raise ValueError(f"latent_size {latent_size} is larger than the cached latents ({full})")
+        self.latent_size = latent_size
+        self.samples_per_epoch = samples_per_epoch or len(self.hr)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(torch.initial_seed() % (2**62) + index)
+        i = int(torch.randint(len(self.hr), (1,), generator=generator)) if self.samples_per_epoch != len(self.hr) else index
+        s, full = self.latent_size, self.hr.shape[-1]
+        top = int(torch.randint(full - s + 1, (1,), generator=generator))
+        left = int(torch.randint(full - s + 1, (1,), generator=generator))
+        window = (slice(None), slice(top, top + s), slice(left, left + s))
+        return {"src": self.src[i][window].float(), "hr": self.hr[i][window].float()}
