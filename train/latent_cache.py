@@ -187,10 +187,10 @@ class LatentPairDataset(Dataset):
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % (2**62) + index)
-        i = int(torch.randint(len(self.hr), (1,), generator=generator)) if self.samples_per_epoch != len(self.hr) else index
+        # Random pair (when the epoch length differs from the cache size) and random window, from
+        # torch's global RNG (seeded by Lightning's seed_everything and per DataLoader worker).
+        i = index % len(self.hr) if self.samples_per_epoch == len(self.hr) else int(torch.randint(len(self.hr), (1,)))
         s, full = self.latent_size, self.hr.shape[-1]
-        top = int(torch.randint(full - s + 1, (1,), generator=generator))
-        left = int(torch.randint(full - s + 1, (1,), generator=generator))
+        top, left = (int(v) for v in torch.randint(full - s + 1, (2,)))
         window = (slice(None), slice(top, top + s), slice(left, left + s))
         return {"src": self.src[i][window].float(), "hr": self.hr[i][window].float()}

@@ -1,0 +1,93 @@
+"""Closed-form tests of the flow-matching path (flowup.flow)."""
+
+import math
+
+import pytest
+import torch
+
+from flowup.flow import (
+    alpha_bar_at,
+    flow_matching_loss,
+    interpolate,
+    noise_source,
+    sample_time,
+    target_velocity,
+)
+
+
+def test_alpha_bar_matches_paper_cosine_schedule():
+    assert alpha_bar_at(0) == pytest.approx(1.0, abs=1e-6)
+    assert alpha_bar_at(400) == pytest.approx(math.cos(math.pi / 2 * 400 / 999) ** 2, abs=1e-4)  # eps 1e-5 in the log
+    assert alpha_bar_at(400) == pytest.approx(0.654, abs=1e-3)
+    values = [alpha_bar_at(s) for s in range(0, 1000, 50)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError):
+        alpha_bar_at(1000)
+
+
+def test_interpolant_endpoints_and_midpoint():
+    x0, x1 = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    assert torch.equal(interpolate(x0, x1, 0.0), x0)
+    assert torch.allclose(interpolate(x0, x1, 1.0), x1)
+    assert torch.allclose(interpolate(x0, x1, 0.5), (x0 + x1) / 2)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    xt = interpolate(x0, x1, t)
+    assert torch.allclose(xt[1], 0.75 * x0[1] + 0.25 * x1[1])
+    assert torch.allclose(xt[2], x1[2])
+
+
+def test_velocity_is_time_derivative_of_path():
+    x0, x1 = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    t, h = 0.3, 1e-6
+    finite_difference = (interpolate(x0, x1, t + h) - interpolate(x0, x1, t - h)) / (2 * h)
+    assert torch.allclose(finite_difference, target_velocity(x0, x1), atol=1e-6)
+
+
+def test_noise_source_closed_form_and_statistics():
+    z = torch.full((1, 2, 64, 64), 2.0)
+    eps = torch.randn_like(z)
+    a = 0.81
+    assert torch.allclose(noise_source(z, a, noise=eps), 0.9 * z + math.sqrt(0.19) * eps)
+    assert torch.equal(noise_source(z, 1.0), z)
+    x0 = noise_source(z, a, generator=torch.Generator().manual_seed(0))
+    assert x0.mean().item() == pytest.approx(1.8, abs=0.02)
+    assert x0.std().item() == pytest.approx(math.sqrt(0.19), rel=0.03)
+    with pytest.raises(ValueError):
+        noise_source(z, 0.0)
+
+
+def test_time_samplers_range_and_shape():
+    g = torch.Generator().manual_seed(0)
+    for dist in ("uniform", "logit_normal"):
+        t = sample_time(10_000, dist, generator=g)
+        assert t.shape == (10_000,) and t.min() >= 0 and t.max() <= 1
+        assert t.mean().item() == pytest.approx(0.5, abs=0.02)
+    assert sample_time(10_000, "logit_normal", generator=g).std() < sample_time(10_000, "uniform", generator=g).std()
+    with pytest.raises(ValueError):
+        sample_time(3, "beta")
+
+
+def test_loss_is_zero_for_oracle_and_positive_otherwise():
+    x1, z = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    noise = torch.randn_like(z)
+    x0 = noise_source(z, 0.9, noise=noise)
+    oracle = lambda x_t, t, cond: x1 - x0  # noqa: E731
+    assert flow_matching_loss(oracle, x1, z, 0.9, noise=noise).item() == pytest.approx(0.0, abs=1e-10)
+    zero = lambda x_t, t, cond: torch.zeros_like(x_t)  # noqa: E731
+    expected = ((x1 - x0) ** 2).mean().item()
+    assert flow_matching_loss(zero, x1, z, 0.9, noise=noise).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_passes_path_point_time_and_condition_to_model():
+    x1, z = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    noise, t = torch.randn_like(z), torch.tensor([0.2, 0.7])
+    seen = {}
+
+    def model(x_t, t_in, cond):
+        seen.update(x_t=x_t, t=t_in, cond=cond)
+        return torch.zeros_like(x_t)
+
+    flow_matching_loss(model, x1, z, 0.5, t=t, noise=noise)
+    x0 = noise_source(z, 0.5, noise=noise)
+    assert torch.allclose(seen["x_t"], interpolate(x0, x1, t))
+    assert torch.equal(seen["t"], t) and torch.equal(seen["cond"], z)

@@ -1,0 +1,1 @@
+"""Training the flowup velocity network with Lightning (``python -m train --help``)."""

@@ -1,0 +1,25 @@
+"""LightningCLI entry for ``python -m train fit|validate --config configs/train/<recipe>.yaml``."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from train.datamodule import LatentPairDataModule
+from train.module import FlowMatchingModule
+
+__all__ = ["cli_main"]
+
+
+class FlowUpCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # One source of truth for the scale factor.
+        parser.link_arguments("model.scale", "data.scale")
+
+
+def cli_main(args: list[str] | None = None) -> FlowUpCLI:
+    torch.set_float32_matmul_precision("high")
+    return FlowUpCLI(
+        FlowMatchingModule, LatentPairDataModule, seed_everything_default=0, args=args,
+        save_config_kwargs={"overwrite": True},
+    )  # fmt: skip

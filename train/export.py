@@ -1,0 +1,77 @@
+"""Export a training checkpoint (its EMA weights) as a ``FlowUpPipeline`` folder.
+
+``python -m train export CHECKPOINT OUT_DIR [--dtype float16] [--steps N] [--solver euler]``
+
+The checkpoint's ``state_dict`` holds the averaged (EMA) weights when the run used
+:class:`train.ema.WarmupEMA` (Lightning stores the average there); the live weights are ignored.
+The codec is referenced by its spec (``taef2``), not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from flowup.codecs import load_codec
+from flowup.models import FlowUNet
+
+__all__ = ["export_checkpoint", "main"]
+
+
+def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
+    """The FlowUNet with the checkpoint's (EMA) weights, and the run's hyperparameters."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hp = dict(ckpt["hyper_parameters"])
+    flow = FlowUNet(
+        latent_channels=hp["latent_channels"],
+        block_out_channels=tuple(hp["block_out_channels"]),
+        layers_per_block=hp["layers_per_block"],
+        norm_num_groups=hp["norm_num_groups"],
+    )
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    flow.load_state_dict(state)
+    hp["global_step"] = int(ckpt.get("global_step", 0))
+    return flow.eval(), hp
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    dtype: torch.dtype = torch.float16,
+    num_inference_steps: int = 4,
+    solver: str = "euler",
+    training_info: dict | None = None,
+) -> Path:
+    """Write ``out_dir`` (``model_index.json``, ``flow/`` safetensors) from ``checkpoint``."""
+    from flowup.pipeline import FlowUpPipeline
+
+    flow, hp = load_flow_from_checkpoint(checkpoint)
+    codec = load_codec(hp.get("codec", "taef2"))
+    pipe = FlowUpPipeline(
+        flow=flow, codec=codec, noise_alpha=float(hp["noise_alpha"]), scale_factor=int(hp.get("scale", 2)),
+        default_num_inference_steps=num_inference_steps, default_solver=solver,
+        codec_spec=hp.get("codec", "taef2"),
+    )  # fmt: skip
+    out_dir = Path(out_dir)
+    pipe.to(dtype=dtype).save_pretrained(out_dir)
+    info = {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp}
+    info.update(training_info or {})
+    (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a Lightning .ckpt written by `python -m train fit`")
+    parser.add_argument("out_dir", help="output folder (a FlowUpPipeline)")
+    parser.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16")
+    parser.add_argument("--steps", type=int, default=4, help="default number of inference steps stored")
+    parser.add_argument("--solver", default="euler", help="default solver stored")
+    parser.add_argument("--info", default=None, help="JSON file with extra training info (wall time, hardware)")
+    args = parser.parse_args(argv)
+    info = json.loads(Path(args.info).read_text()) if args.info else None
+    out = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.steps, args.solver, info)
+    print(f"exported {args.checkpoint} -> {out}")
