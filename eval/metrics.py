@@ -1,0 +1,188 @@
+"""Image quality metrics (torchmetrics) with the super-resolution literature's conventions.
+
+- :func:`psnr_y` / :func:`ssim_y`: on the luma channel Y of ITU-R BT.601 (as MATLAB's
+  ``rgb2ycbcr``: Y in [16, 235] / 255), after cropping ``border`` pixels (the scale factor) on
+  every side. PSNR uses a peak of 1 (255 on 8-bit values) and is capped at :data:`PSNR_CAP` dB,
+  so identical images give 100 dB rather than infinity. SSIM is torchmetrics' Gaussian SSIM
+  (11x11 window, sigma 1.5, data range 1).
+- :func:`distribution_distances`: FID and KID between two sets of features (see
+  :mod:`eval.features`), computed by torchmetrics' ``FrechetInceptionDistance`` and
+  ``KernelInceptionDistance`` on precomputed features. The KID subset size adapts to small sets:
+  ``min(1000, n_real, n_fake)``.
+- :func:`grid_patches`: the fixed grid of non-overlapping ``size x size`` patches for patch-FID /
+  patch-KID, anchored at the top-left corner; a remainder narrower than ``size`` is dropped, and an
+  image smaller than ``size`` in a side contributes no patch (reports give the patch count).
+- :class:`LpipsMetric`: LPIPS where its weights exist locally, otherwise ``available = False`` with
+  a one-line ``reason`` that reports print.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+__all__ = [
+    "PSNR_CAP",
+    "rgb_to_y",
+    "crop_border",
+    "quantize",
+    "psnr_y",
+    "ssim_y",
+    "grid_patches",
+    "kid_subset_size",
+    "distribution_distances",
+    "LpipsMetric",
+]
+
+PSNR_CAP = 100.0
+KID_MAX_SUBSET = 1000
+
+
+def rgb_to_y(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, 1, H, W)`` BT.601 luma in [16/255, 235/255]."""
+    r, g, b = images.float().unbind(1)
+    y = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    return y.unsqueeze(1)
+
+
+def crop_border(images: torch.Tensor, border: int) -> torch.Tensor:
+    """Drop ``border`` pixels on every side of ``(..., H, W)``."""
+    if border <= 0:
+        return images
+    if images.shape[-1] <= 2 * border or images.shape[-2] <= 2 * border:
+        raise ValueError(f"image {tuple(images.shape[-2:])} is too small for a border crop of {border}")
+    return images[..., border:-border, border:-border]
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels (what a saved PNG holds): ``round(x * 255) / 255``, clamped to [0, 1]."""
+    return (images.float().clamp(0, 1) * 255).round() / 255
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 3:
+        raise ValueError(f"expected two (N, 3, H, W) batches of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def psnr_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """PSNR (dB) on Y with ``border`` cropped, per image: ``(N,)``, capped at :data:`PSNR_CAP`."""
+    _check_pair(pred, target)
+    p, t = crop_border(rgb_to_y(pred), border), crop_border(rgb_to_y(target), border)
+    values = peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return values.nan_to_num(posinf=PSNR_CAP).clamp(max=PSNR_CAP)
+
+
+def ssim_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """SSIM on Y with ``border`` cropped, per image: ``(N,)``, 1 for identical images."""
+    _check_pair(pred, target)
+    p, t = crop_border(rgb_to_y(pred), border), crop_border(rgb_to_y(target), border)
+    return structural_similarity_index_measure(p.double(), t.double(), data_range=1.0, reduction="none").float()
+
+
+def grid_patches(image: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """``(3, H, W)`` -> ``(P, 3, size, size)``: the non-overlapping grid from the top-left corner.
+
+    ``P = (H // size) * (W // size)``, possibly 0.
+    """
+    c, h, w = image.shape
+    rows, cols = h // size, w // size
+    if rows == 0 or cols == 0:
+        return image.new_zeros((0, c, size, size))
+    grid = image[:, : rows * size, : cols * size].reshape(c, rows, size, cols, size)
+    return grid.permute(1, 3, 0, 2, 4).reshape(rows * cols, c, size, size)
+
+
+def kid_subset_size(n_real: int, n_fake: int, maximum: int = KID_MAX_SUBSET) -> int:
+    """KID's subset size: ``min(maximum, n_real, n_fake)`` (needs at least 2 samples per set)."""
+    return min(maximum, n_real, n_fake)
+
+
+class _Precomputed(nn.Module):
+    """Identity "feature extractor": lets torchmetrics compute FID / KID on features we already have."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def distribution_distances(
+    real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """FID, KID mean and KID std between feature sets ``real (N, F)`` and ``fake (M, F)``.
+
+    Both sets need at least 2 samples (else ``ValueError``).
+    """
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"expected feature matrices (N, F) and (M, F), got {tuple(real.shape)} and {tuple(fake.shape)}")
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError(f"FID / KID need at least 2 samples per set, got {len(real)} and {len(fake)}")
+    extractor = _Precomputed(real.shape[1])
+    fid = FrechetInceptionDistance(feature=extractor)
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    subset = kid_subset_size(len(real), len(fake))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset)
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # KID draws random subsets
+        kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std), "kid_subset": subset}
+
+
+class LpipsMetric:
+    """LPIPS (AlexNet) from torchmetrics, only where every weight it needs is already local.
+
+    torchmetrics ships LPIPS' linear heads but takes the AlexNet backbone from torchvision, which
+    downloads it to the torch hub cache. ``available`` is False (with ``reason``) when torchvision
+    is missing or the backbone is not in the cache; nothing is downloaded.
+    """
+
+    BACKBONE_PREFIX = "alexnet-owt-"
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.metric = None
+        self.reason = ""
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            self.reason = "torchvision is not installed (torchmetrics' LPIPS takes its AlexNet backbone from it)"
+            return
+        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+        if not any(checkpoints.glob(self.BACKBONE_PREFIX + "*.pth")):
+            self.reason = f"AlexNet backbone weights not found in {checkpoints} (no download is attempted)"
+            return
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device)
+        except Exception as err:  # noqa: BLE001 - any failure makes the metric unavailable, with its reason
+            self.reason = f"could not build LPIPS: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+
+    @property
+    def available(self) -> bool:
+        return self.metric is not None
+
+    @torch.no_grad()
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS ``(N,)`` of ``(N, 3, H, W)`` batches in [0, 1] (lower is better)."""
+        if self.metric is None:
+            raise RuntimeError(f"LPIPS unavailable: {self.reason}")
+        _check_pair(pred, target)
+        values = []
+        for p, t in zip(pred, target):
+            self.metric.reset()
+            self.metric.update(p[None].to(self.metric.device), t[None].to(self.metric.device))
+            values.append(self.metric.compute().float().cpu())
+        return torch.stack(values)
