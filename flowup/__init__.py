@@ -8,6 +8,7 @@ the module path of custom pipeline components as ``flowup``, so keep these names
 
 from flowup.codecs import Codec, DiffusersVAECodec, TAEF2Codec, load_codec
 from flowup.models import FlowUNet
+from flowup.pipeline import FlowUpPipeline, FlowUpPipelineOutput
 
-__all__ = ["Codec", "DiffusersVAECodec", "TAEF2Codec", "load_codec", "FlowUNet"]
+__all__ = ["Codec", "DiffusersVAECodec", "TAEF2Codec", "load_codec", "FlowUNet", "FlowUpPipeline", "FlowUpPipelineOutput"]
 __version__ = "0.1.0"

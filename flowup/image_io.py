@@ -1,13 +1,22 @@
-"""Reading images from disk into float tensors, robustly.
+"""Reading and writing images robustly.
 
-``load_image`` accepts any file PIL reads (JPEG, PNG, WebP, TIFF, BMP ...), applies the EXIF
-orientation, and converts any mode (greyscale, palette, CMYK, 16-bit, RGBA) to RGB floats in
-[0, 1]; an alpha channel is returned separately. Errors are :class:`ImageReadError` with a
+Reading: :func:`load_image` accepts any file PIL reads (JPEG, PNG, WebP, TIFF, BMP ...), applies
+the EXIF orientation, and converts any mode (greyscale, palette, CMYK, 16-bit, RGBA) to RGB floats
+in [0, 1]; an alpha channel is returned separately. Errors are :class:`ImageReadError` with a
 one-line message naming the file.
+
+Writing back (:func:`tensor_to_pil`): the upscaled RGB is quantised to 8 bits per channel;
+greyscale inputs (``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F``) come back as 8-bit ``L`` / ``LA``
+(16-bit inputs are written as 8-bit), palette and CMYK inputs as ``RGB``, and any input with an
+alpha channel (RGBA, LA, palette transparency) gets its alpha upscaled separately by bicubic
+(:func:`upsample_alpha`) and re-attached. :func:`save_image` writes PNG / JPEG / WebP atomically:
+a temporary file in the target folder, then ``os.replace``, so no half-written file is ever left.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +24,24 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "LoadedImage", "load_image", "pil_to_tensor", "IMAGE_EXTENSIONS", "MAX_PIXELS"]
+__all__ = [
+    "ImageReadError",
+    "LoadedImage",
+    "load_image",
+    "pil_to_tensor",
+    "tensor_to_pil",
+    "upsample_alpha",
+    "output_mode",
+    "save_image",
+    "SAVE_FORMATS",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 16384 * 16384  # refuse inputs beyond this ("decompression bomb" guard)
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 class ImageReadError(ValueError):
@@ -84,3 +107,70 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     except (OSError, ValueError, SyntaxError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ImageReadError(f"{path}: cannot read image ({reason})") from None
+
+
+def upsample_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
+    """Alpha ``(1, H, W)`` in [0, 1] -> ``(1, scale H, scale W)``, bicubic (clamped)."""
+    from flowup.resample import upsample
+
+    return upsample(alpha[None].float(), scale)[0]
+
+
+def output_mode(mode: str, has_alpha: bool) -> str:
+    """PIL mode to write for an input of ``mode``: ``L``/``LA`` for greyscale, else ``RGB``/``RGBA``."""
+    if mode in GREY_MODES:
+        return "LA" if has_alpha else "L"
+    return "RGBA" if has_alpha else "RGB"
+
+
+def tensor_to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None = None, mode: str = "RGB") -> Image.Image:
+    """``rgb`` ``(3, H, W)`` float in [0, 1] (+ ``alpha`` ``(1, H, W)``) -> an 8-bit PIL image in
+    :func:`output_mode` ``(mode, alpha is not None)``."""
+    if alpha is not None and alpha.shape[-2:] != rgb.shape[-2:]:
+        raise ValueError(f"alpha {tuple(alpha.shape[-2:])} and rgb {tuple(rgb.shape[-2:])} differ in size")
+    array = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    image = Image.fromarray(array, "RGB")
+    target = output_mode(mode, alpha is not None)
+    if target in ("L", "LA"):
+        image = image.convert("L")
+    if alpha is not None:
+        a = (alpha.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)[0].cpu().numpy()
+        image.putalpha(Image.fromarray(a, "L"))
+    return image
+
+
+def save_image(image: Image.Image, path: str | Path, format: str | None = None, quality: int = 95) -> Path:
+    """Write ``image`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+
+    ``format``: ``png``, ``jpg`` / ``jpeg`` or ``webp``; default from the suffix of ``path``.
+    JPEG has no alpha: transparent images are composited over white. Returns ``path``.
+    """
+    path = Path(path)
+    name = (format or path.suffix.lstrip(".")).lower()
+    pil_format = SAVE_FORMATS.get("." + name)
+    if pil_format is None:
+        raise ValueError(f"{path}: unsupported output format {name!r} (png, jpg, webp)")
+    options: dict = {}
+    if pil_format == "JPEG":
+        if image.mode in ("RGBA", "LA", "PA", "P"):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba).convert("RGB" if image.mode != "LA" else "L")
+        options = {"quality": quality, "subsampling": 0}
+    elif pil_format == "WEBP":
+        options = {"quality": quality, "method": 4}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            image.save(stream, format=pil_format, **options)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path

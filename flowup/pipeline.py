@@ -1,0 +1,498 @@
+"""``FlowUpPipeline``: low-res images (or latents) in, images ``scale`` times larger out.
+
+One x2 stage (DESIGN.md, "Inference"):
+
+1. ``x_up = upsample(x_lr, 2)`` in pixels (bicubic, :mod:`flowup.resample`), reflect-padded at the
+   bottom / right so that its latent is a multiple of ``flow.size_multiple``;
+2. ``cond = E(x_up)`` (codec encode, tiled when large) and ``x0 = sqrt(a) cond + sqrt(1 - a) eps``
+   with ``eps`` drawn for the whole latent from the image's own generator (so tiling never changes
+   it, and image ``i`` of a batch equals that image run alone with the same generator);
+3. integrate ``dx/dt = v(x, t, cond)`` from t = 0 to 1 (:func:`flowup.solver.sample`), the
+   velocity evaluated tile by tile with overlap and blending (:mod:`flowup.tiling`);
+4. ``D(x1)`` (codec decode, tiled) cropped back to exactly twice the input size.
+
+``scale=4`` runs the x2 stage twice, the second on the first stage's output image. Latent inputs
+(``latents=``, of this pipeline's codec) are decoded with the codec and then take the same path;
+``latent_upsample="bilinear"`` instead upsamples the latent directly as the first stage's source
+(the paper's weaker "LSU" source, for base models that hand over latents of the same codec).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+import diffusers
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from flowup.codecs import Codec, TAEF2Codec, load_codec
+from flowup.flow import alpha_bar_at, noise_source
+from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
+from flowup.resample import upsample
+from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS, nfe_per_step, sample
+from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled_velocity
+
+__all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]
+
+OUTPUT_TYPES = ("pil", "pt", "np", "latent")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model folder where one was expected."""
+
+
+def default_model_path() -> Path:
+    """The shipped model folder (``flowup/pretrained/taef2-x2``); raises while none ships."""
+    if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"no trained flowup model is installed (looked for {DEFAULT_MODEL_DIR}); pass --model PATH, "
+            "a folder written by FlowUpPipeline.save_pretrained"
+        )
+    return DEFAULT_MODEL_DIR
+
+
+@dataclass
+class FlowUpPipelineOutput(BaseOutput):
+    """``images``: list of PIL images, a tensor ``(N, 3, H, W)`` in [0, 1] (``pt``), an array
+    ``(N, H, W, 3)`` (``np``) or latents ``(N, C, H/8, W/8)`` (``latent``); a list of tensors /
+    arrays when the inputs differ in size. ``nfe``: model evaluations per sample, all stages."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
+    nfe: int
+
+
+@dataclass
+class _Item:
+    """One input image: ``rgb`` ``(3, H, W)`` float in [0, 1], optional ``alpha`` ``(1, H, W)``."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None = None
+    mode: str = "RGB"
+    latent: torch.Tensor | None = None  # ``(C, h, w)`` when the input was a latent (bilinear source)
+
+
+class FlowUpPipeline(DiffusionPipeline):
+    r"""Flow-matching latent upscaler (Coupling Flow Matching, arXiv 2312.07360).
+
+    Components: ``flow`` (:class:`~flowup.FlowUNet`, the velocity model ``v(x_t, t, cond)``) and
+    ``codec`` (a :class:`~flowup.codecs.Codec`, TAEF2 by default). Config: ``noise_alpha`` (the
+    source's noise augmentation ``a``), ``scale_factor`` (2: one stage), the default number of
+    steps and solver, and ``codec_spec`` (how to rebuild a codec that is not saved in the folder,
+    e.g. ``"taef2"``).
+
+    Example::
+
+        pipe = FlowUpPipeline.from_pretrained("path/to/model").to("cuda", torch.float16)
+        out = pipe(image=PIL.Image.open("in.png"), scale=2, generator=torch.Generator().manual_seed(0))
+        out.images[0].save("out.png")
+    """
+
+    model_cpu_offload_seq = "codec->flow"
+    _optional_components = ["codec"]
+
+    def __init__(
+        self,
+        flow: torch.nn.Module,
+        codec: Codec,
+        noise_alpha: float = round(alpha_bar_at(400), 4),
+        scale_factor: int = 2,
+        default_num_inference_steps: int = 40,
+        default_solver: str = "euler",
+        codec_spec: str | None = None,
+    ):
+        super().__init__()
+        if scale_factor != 2:
+            raise ValueError(f"only x2 flow models are supported (scale_factor=2), got {scale_factor}")
+        if default_solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+            raise ValueError(f"unknown solver {default_solver!r}")
+        self.register_modules(flow=flow, codec=codec)
+        self.register_to_config(
+            noise_alpha=float(noise_alpha),
+            scale_factor=int(scale_factor),
+            default_num_inference_steps=int(default_num_inference_steps),
+            default_solver=default_solver,
+            codec_spec=codec_spec,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # inference
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | list[PIL.Image.Image] | torch.Tensor | list[torch.Tensor] | None = None,
+        latents: torch.Tensor | None = None,
+        scale: int = 2,
+        num_inference_steps: int | None = None,
+        solver: str | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        codec_tile_size: int | None = None,
+        latent_upsample: str = "pixel",
+    ) -> FlowUpPipelineOutput | tuple:
+        r"""Upscale ``image`` (or ``latents``) by ``scale``.
+
+        Args:
+            image: a PIL image (any mode: alpha is upscaled separately by bicubic and re-attached,
+                greyscale comes back greyscale), a list of them, or float tensors ``(N, 3, h, w)``
+                / ``(3, h, w)`` in [0, 1] (1-channel tensors are treated as greyscale).
+            latents: instead of ``image``, low-res latents ``(N, C, h, w)`` of this codec.
+            scale: 2, or 4 (the x2 model applied twice).
+            num_inference_steps: ODE steps per stage (fixed-step solvers); default from the config.
+            solver: ``euler``, ``midpoint``, ``rk4`` or ``dopri5``; default from the config.
+            generator: one ``torch.Generator``, or a list with one per image. Same seed, same output.
+            output_type: ``pil``, ``pt`` (float ``(N, 3, H, W)`` in [0, 1]), ``np`` (``(N, H, W, 3)``)
+                or ``latent`` (the last stage's latents, ``(N, C, ceil(H/8), ceil(W/8))``).
+            return_dict: return a :class:`FlowUpPipelineOutput` (else a tuple ``(images, nfe)``).
+            tile_size: latent tile side for the velocity model: ``None`` = automatic (memory
+                budget), ``0`` = no tiling.
+            tile_overlap: latent overlap of velocity tiles; default: exact (twice the model's
+                receptive radius plus a blending ramp) where affordable, else half a tile.
+            codec_tile_size: latent tile side for the codec (``None`` default, ``0`` untiled).
+            latent_upsample: for ``latents``: ``"pixel"`` decodes them and upsamples in pixels
+                (default, better); ``"bilinear"`` upsamples the latents directly in the first stage.
+
+        Returns:
+            :class:`FlowUpPipelineOutput` with ``images`` exactly ``scale`` times the input size and
+            ``nfe``, the model evaluations per sample summed over stages.
+        """
+        stages = _num_stages(scale, self.config.scale_factor)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if latent_upsample not in ("pixel", "bilinear"):
+            raise ValueError(f"latent_upsample must be 'pixel' or 'bilinear', got {latent_upsample!r}")
+        steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        solver = solver or self.config.default_solver
+        if solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
+        if solver in FIXED_STEP_METHODS and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
+
+        items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size)
+        generators = _per_image_generators(generator, len(items))
+        options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
+                       codec_tile_size=codec_tile_size)  # fmt: skip
+
+        # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
+        groups = [list(range(len(items)))] if len({tuple(i.rgb.shape) for i in items}) == 1 else [[i] for i in range(len(items))]
+        results: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(items)  # type: ignore[list-item]
+        nfe_total = 0
+        for group in groups:
+            rgb = torch.stack([items[i].rgb for i in group])
+            source_latent = None
+            if items[group[0]].latent is not None:
+                source_latent = torch.stack([items[i].latent for i in group])
+            gens = [generators[i] for i in group]
+            group_nfe, latent = 0, None
+            for stage in range(stages):
+                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **options)
+                group_nfe += nfe
+            nfe_total = max(nfe_total, group_nfe)  # adaptive solvers: the most any image needed
+            for k, i in enumerate(group):
+                results[i] = (rgb[k], latent[k])
+
+        images = self._to_output([r[0] for r in results], [r[1] for r in results], items, scale, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, nfe_total
+        return FlowUpPipelineOutput(images=images, nfe=nfe_total)
+
+    def _upscale_x2(
+        self,
+        rgb: torch.Tensor,
+        generators: list[torch.Generator | None],
+        source_latent: torch.Tensor | None,
+        steps: int,
+        solver: str,
+        tile_size: int | None,
+        tile_overlap: int | None,
+        codec_tile_size: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE."""
+        device, flow, codec = self._execution_device, self.flow, self.codec
+        out_h, out_w = 2 * rgb.shape[-2], 2 * rgb.shape[-1]
+        multiple = codec.downscale * flow.size_multiple
+        if source_latent is None:
+            x_up = _pad_to_multiple(upsample(rgb.to(device, torch.float32), 2), multiple)
+            cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size)
+            del x_up
+        else:  # latent-space bilinear source (first stage only)
+            cond = F.interpolate(source_latent.to(device, torch.float32), scale_factor=2, mode="bilinear")
+            cond = _pad_to_multiple(cond, flow.size_multiple)
+        cond = cond.to(flow.dtype)
+
+        noise = torch.cat(
+            [randn_tensor((1, *cond.shape[1:]), generator=g, device=device, dtype=torch.float32) for g in generators]
+        )
+        x0 = noise_source(cond.float(), self.config.noise_alpha, noise=noise)
+        del noise
+        tile = auto_flow_tile_size(flow, cond.shape[0], flow.dtype) if tile_size is None else tile_size
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v = tiled_velocity(flow, x.to(flow.dtype), t.to(flow.dtype), cond, tile, tile_overlap)
+            return v.float()
+
+        total = steps * nfe_per_step(solver) if solver in FIXED_STEP_METHODS else None
+        with self.progress_bar(total=total) as bar:
+            result = sample(velocity, x0, num_steps=steps, method=solver, on_evaluation=lambda n, t: bar.update())
+        del x0, cond
+        latent = result.x1
+        decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size)
+        images = decoded[..., :out_h, :out_w].float()
+        latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]
+        return images, latent, result.nfe
+
+    # ----------------------------------------------------------------------------------------
+    # input / output
+
+    def _prepare_inputs(
+        self, image: Any, latents: torch.Tensor | None, latent_upsample: str, codec_tile_size: int | None
+    ) -> list[_Item]:
+        if (image is None) == (latents is None):
+            raise ValueError("pass exactly one of image= or latents=")
+        if latents is not None:
+            channels = self.codec.latent_channels
+            if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != channels:
+                shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(f"latents must be a tensor (N, {channels}, h, w) of this pipeline's codec, got {shape}")
+            device = self._execution_device
+            z = latents.to(device, self.codec.dtype)
+            rgb = decode_tiled(self.codec, z, codec_tile_size).float()
+            keep = latent_upsample == "bilinear"
+            return [_Item(rgb=rgb[i], latent=latents[i].float() if keep else None) for i in range(len(rgb))]
+        if isinstance(image, (PIL.Image.Image, torch.Tensor)) and not (isinstance(image, torch.Tensor) and image.ndim == 4):
+            image = [image]
+        if isinstance(image, torch.Tensor):
+            image = list(image)
+        if not isinstance(image, (list, tuple)) or not image:
+            raise ValueError("image must be a PIL image, a list of PIL images, or a float tensor (N, 3, h, w) in [0, 1]")
+        items = []
+        for k, img in enumerate(image):
+            if isinstance(img, PIL.Image.Image):
+                loaded = pil_to_tensor(img)
+                items.append(_Item(loaded.rgb, loaded.alpha, loaded.mode))
+            elif isinstance(img, torch.Tensor):
+                items.append(_Item(_check_tensor_image(img, k)))
+            else:
+                raise ValueError(f"image {k}: expected a PIL image or a tensor, got {type(img).__name__}")
+        return items
+
+    def _to_output(
+        self,
+        rgbs: list[torch.Tensor],
+        latents: list[torch.Tensor],
+        items: list[_Item],
+        scale: int,
+        output_type: str,
+    ) -> Any:
+        same_size = len({tuple(r.shape) for r in rgbs}) == 1
+        if output_type == "latent":
+            return torch.stack(latents) if same_size else latents
+        if output_type == "pil":
+            return [
+                tensor_to_pil(rgb, upsample_alpha(item.alpha, scale) if item.alpha is not None else None, item.mode)
+                for rgb, item in zip(rgbs, items)
+            ]
+        if output_type == "pt":
+            return torch.stack(rgbs) if same_size else rgbs
+        arrays = [r.permute(1, 2, 0).cpu().numpy() for r in rgbs]
+        return np.stack(arrays) if same_size else arrays
+
+    # ----------------------------------------------------------------------------------------
+    # saving and loading
+
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        save_codec: bool | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Save to a folder: ``model_index.json`` + ``flow/`` (+ ``codec/``), safetensors weights.
+
+        ``save_codec=None`` (default): the codec is left out when it is the standard TAEF2 (same
+        weights as :func:`flowup.load_codec` ``("taef2")`` finds), and recorded as
+        ``codec_spec="taef2"`` so that :meth:`from_pretrained` rebuilds it. ``save_codec=False``
+        requires a ``codec_spec`` in the config. ``torch_dtype`` (e.g. ``torch.float16``) saves
+        the weights in that dtype without changing this pipeline.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        codec_spec = self.config.codec_spec
+        if save_codec is None:
+            save_codec = not _is_standard_taef2(self.codec)
+            codec_spec = codec_spec if save_codec else "taef2"
+        elif not save_codec and codec_spec is None:
+            if not _is_standard_taef2(self.codec):
+                raise ValueError("save_codec=False needs a codec_spec in the config to rebuild the codec from")
+            codec_spec = "taef2"
+
+        def prepared(module: torch.nn.Module) -> torch.nn.Module:
+            return copy.deepcopy(module).to(torch_dtype) if torch_dtype is not None else module
+
+        prepared(self.flow).save_pretrained(folder / "flow", safe_serialization=True, **kwargs)
+        index = dict(self.config)
+        for key in ("_name_or_path", "_module"):
+            index.pop(key, None)
+        index["_class_name"] = type(self).__name__
+        index["_diffusers_version"] = diffusers.__version__
+        index["codec_spec"] = codec_spec
+        index["flow"] = list(_library_and_class(self.flow))
+        if save_codec:
+            prepared(self.codec).save_pretrained(folder / "codec", safe_serialization=True, **kwargs)
+            index["codec"] = list(_library_and_class(self.codec))
+        else:
+            index["codec"] = [None, None]
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        codec: Codec | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> "FlowUpPipeline":
+        """Load a folder written by :meth:`save_pretrained` (or a hub id, downloaded by diffusers).
+
+        ``codec``: use this codec instead of the saved one / the one ``codec_spec`` names.
+        ``torch_dtype``: cast the weights (default: as saved).
+        """
+        folder = Path(pretrained_model_name_or_path).expanduser()
+        if not folder.is_dir():
+            if folder.exists() or str(pretrained_model_name_or_path).count("/") != 1:
+                raise ModelNotFoundError(f"{pretrained_model_name_or_path}: not a model folder (no such directory)")
+            try:
+                folder = Path(DiffusionPipeline.download(str(pretrained_model_name_or_path), **kwargs))
+            except Exception as err:  # noqa: BLE001 - one clear line for any hub failure
+                raise ModelNotFoundError(
+                    f"{pretrained_model_name_or_path}: no such folder, and downloading it failed "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                ) from None
+        index_path = folder / "model_index.json"
+        if not index_path.is_file():
+            raise ModelNotFoundError(f"{folder}: not a flowup model folder (no model_index.json)")
+        index = json.loads(index_path.read_text())
+        flow = _load_component(folder, "flow", index.get("flow"), torch_dtype)
+        if codec is None:
+            library, class_name = index.get("codec") or (None, None)
+            if library is not None and (folder / "codec").is_dir():
+                codec = _load_component(folder, "codec", (library, class_name), torch_dtype)
+            elif index.get("codec_spec"):
+                codec = load_codec(index["codec_spec"])
+            else:
+                raise ModelNotFoundError(f"{folder}: no codec/ folder and no codec_spec in model_index.json")
+        if torch_dtype is not None:
+            codec = codec.to(torch_dtype)
+        params = {k: index[k] for k in ("noise_alpha", "scale_factor", "default_num_inference_steps",
+                                        "default_solver", "codec_spec") if k in index}  # fmt: skip
+        pipe = cls(flow=flow.eval(), codec=codec.eval(), **params)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _num_stages(scale: int, factor: int) -> int:
+    stages = round(math.log(scale, factor)) if isinstance(scale, int) and scale > 1 else 0
+    if stages < 1 or factor**stages != scale or stages > 2:
+        raise ValueError(f"scale must be {factor} or {factor * factor}, got {scale!r}")
+    return stages
+
+
+def _per_image_generators(generator: Any, count: int) -> list[torch.Generator | None]:
+    """One generator per image; a single generator is shared (drawn from in image order)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != count:
+            raise ValueError(f"got {len(generator)} generators for {count} images")
+        return list(generator)
+    return [generator] * count
+
+
+def _check_tensor_image(image: torch.Tensor, index: int) -> torch.Tensor:
+    """``(C, h, w)`` float in [0, 1] with C in (1, 3) -> ``(3, h, w)`` float32."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image {index}: expected a tensor (3, h, w) or (N, 3, h, w), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image {index}: expected a float tensor in [0, 1], got {image.dtype}")
+    low, high = float(image.min()), float(image.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ValueError(f"image {index}: values must be in [0, 1], got [{low:.3g}, {high:.3g}]")
+    return image.float().clamp(0, 1).expand(3, -1, -1)
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad ``(N, C, H, W)`` at the bottom / right to multiples of ``multiple`` (repeats the
+    reflection for inputs smaller than the padding; a 1-pixel side is replicated)."""
+    pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    while pad_h or pad_w:
+        step_h = min(pad_h, x.shape[-2] - 1) if x.shape[-2] > 1 else 0
+        step_w = min(pad_w, x.shape[-1] - 1) if x.shape[-1] > 1 else 0
+        if step_h == 0 and step_w == 0:
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    return x
+
+
+def _library_and_class(module: torch.nn.Module) -> tuple[str, str]:
+    """``("flowup", "FlowUNet")``-style entry for ``model_index.json``."""
+    return type(module).__module__.split(".")[0], type(module).__name__
+
+
+def _load_component(folder: Path, name: str, entry: Any, torch_dtype: torch.dtype | None) -> torch.nn.Module:
+    if not entry or entry[0] is None:
+        raise ModelNotFoundError(f"{folder}: model_index.json has no {name!r} component")
+    library, class_name = entry
+    if library == "diffusers" or library == "flowup":
+        klass = getattr(importlib.import_module(library), class_name, None)
+    else:
+        raise ValueError(f"{folder}: refusing to import component {name!r} from library {library!r}")
+    if klass is None:
+        raise ValueError(f"{folder}: {library} has no class {class_name!r} (component {name!r})")
+    if not (folder / name).is_dir():
+        raise ModelNotFoundError(f"{folder}: missing the {name}/ folder")
+    options: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    if importlib.util.find_spec("accelerate") is None:
+        options["low_cpu_mem_usage"] = False  # the default would only warn that accelerate is missing
+    module = klass.from_pretrained(folder / name, **options)
+    return module.eval().requires_grad_(False)
+
+
+def _is_standard_taef2(codec: torch.nn.Module) -> bool:
+    """True when ``codec`` is a TAEF2Codec holding the standard weights found locally (no download)."""
+    if type(codec) is not TAEF2Codec:
+        return False
+    from flowup.weights import WeightsNotFoundError, find_taef2_weights
+
+    try:
+        folder = find_taef2_weights(download=False)
+    except WeightsNotFoundError:
+        return False
+    for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+        reference = torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+        state = module.state_dict()
+        if reference.keys() != state.keys():
+            return False
+        for key, value in reference.items():
+            if not torch.equal(state[key].detach().cpu(), value.to(state[key].dtype)):
+                return False
+    return True
