@@ -183,6 +183,8 @@ class DiffusersVAECodec(Codec):
     convention of diffusers pipelines), so they live in the normalised space the flow model sees.
     """
 
+    ignore_for_config = ["vae"]
+
     @register_to_config
     def __init__(self, vae: nn.Module | None = None, vae_config: dict | None = None, vae_class: str = "AutoencoderKL"):
         super().__init__()
@@ -194,7 +196,7 @@ class DiffusersVAECodec(Codec):
             vae = getattr(diffusers, vae_class).from_config(vae_config)
         self.vae = vae
         vae_class = type(vae).__name__
-        self.register_to_config(vae=None, vae_config=dict(vae.config), vae_class=vae_class)
+        self.register_to_config(vae_config=dict(vae.config), vae_class=vae_class)
         cfg = vae.config
         self.latent_channels = int(cfg.latent_channels)
         blocks = cfg.encoder_block_out_channels if vae_class == "AutoencoderTiny" else cfg.block_out_channels

@@ -1,0 +1,70 @@
+"""The velocity network (flowup.models.FlowUNet)."""
+
+import torch
+
+from flowup.models import FlowUNet, PixelGroupNorm
+
+
+def tiny(**kw):
+    return FlowUNet(latent_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, **kw)
+
+
+def test_shapes_zero_init_and_no_global_norms():
+    model = tiny().eval()
+    x, c = torch.randn(2, 4, 8, 12), torch.randn(2, 4, 8, 12)
+    v = model(x, torch.tensor([0.1, 0.9]), c)
+    assert v.shape == x.shape
+    assert torch.count_nonzero(v) == 0  # zero-initialised output layer: starts at the source
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert any(isinstance(m, PixelGroupNorm) for m in model.modules())
+    assert model.size_multiple == 2
+
+
+def test_pixel_group_norm_is_per_pixel():
+    norm = PixelGroupNorm(2, 4)
+    x = torch.randn(1, 4, 3, 3)
+    y = norm(x)
+    g = x.reshape(1, 2, 2, 3, 3)
+    expected = (g - g.mean(2, keepdim=True)) / torch.sqrt(g.var(2, unbiased=False, keepdim=True) + 1e-6)
+    assert torch.allclose(y, expected.reshape(1, 4, 3, 3), atol=1e-5)
+
+
+def _randomise(model):
+    torch.manual_seed(0)
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    return model.eval()
+
+
+def test_local_operator_far_pixels_do_not_interact():
+    # Changing the input far away leaves the output near the centre untouched (finite receptive field).
+    model = _randomise(tiny())
+    x, c = torch.randn(1, 4, 64, 64), torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        v1 = model(x, 0.5, c)
+        x2 = x.clone()
+        x2[..., :, 56:] += 5.0
+        v2 = model(x2, 0.5, c)
+    assert torch.allclose(v1[..., :, :24], v2[..., :, :24], atol=1e-5)
+    assert not torch.allclose(v1[..., :, 56:], v2[..., :, 56:])
+
+
+def test_time_and_condition_change_the_output():
+    model = _randomise(tiny())
+    x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, 0.1, c), model(x, 0.9, c))
+        assert not torch.allclose(model(x, 0.5, c), model(x, 0.5, c + 1))
+
+
+def test_save_load_round_trip_fp16(tmp_path):
+    model = _randomise(tiny())
+    model.save_pretrained(tmp_path / "flow")
+    assert (tmp_path / "flow" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = FlowUNet.from_pretrained(tmp_path / "flow").eval()
+    x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x, 0.3, c), loaded(x, 0.3, c))
+    model.to(torch.float16).save_pretrained(tmp_path / "flow16")
+    half = FlowUNet.from_pretrained(tmp_path / "flow16", torch_dtype=torch.float16)
+    assert next(half.parameters()).dtype == torch.float16
