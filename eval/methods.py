@@ -1,0 +1,406 @@
+"""The methods an evaluation compares, by name, in an extensible registry.
+
+A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
+
+==========================  ==================================================================
+``bicubic``                 :func:`flowup.resample.upsample` (bicubic, clamped)
+``lanczos``                 PIL's Lanczos resize (8-bit in, float out)
+``latent-bilinear``         codec latent of the low-res image, bilinear ``F.interpolate`` in
+                            latent space, decoded (the weak source flowup does not use)
+``psu``                     codec round trip of the bicubic upsample: flowup's source, no flow
+``codec-hr``                codec round trip of the high-res image itself: the ceiling of any
+                            method working in that latent space (it *sees the answer*)
+``flowup[:SOLVER[:STEPS]]`` the shipped default model (or ``--model``); ``flowup:euler:4``,
+                            ``flowup:dopri5``; without arguments the model's defaults
+``flowup@PATH[:SOLVER[:STEPS]]``  any FlowUpPipeline folder, e.g. a distilled student
+``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
+``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
+                            ``--sd-upscaler`` (or ``sd-latent-upscale@PATH``)
+==========================  ==================================================================
+
+``LABEL=`` names the row in reports (default: the spec itself), e.g.
+``student-1step=flowup@runs/distill/model:euler:1``. A model folder may hold a ``training.json``
+(e.g. ``{"wall_clock_hours": 3.5, "hardware": "1x H100"}``) that reports show as the method's
+training cost. New families are added with :func:`register_method`.
+
+Every method maps a low-res batch ``(1, 3, h, w)`` in [0, 1] (and, for ``codec-hr`` only, the
+high-res image) to ``(1, 3, scale*h, scale*w)`` in [0, 1], and reports its NFE (network
+evaluations per image: 0 for resamplers, 1 per codec pass is *not* counted) and parameter count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from flowup.resample import upsample
+
+__all__ = [
+    "MethodSpec",
+    "MethodContext",
+    "Method",
+    "UnknownMethodError",
+    "parse_method",
+    "register_method",
+    "build_method",
+    "method_families",
+    "read_training_cost",
+]
+
+SOLVERS = ("euler", "midpoint", "rk4", "dopri5")
+
+
+class UnknownMethodError(ValueError):
+    """A method spec names no registered family or has malformed arguments."""
+
+
+@dataclass
+class MethodSpec:
+    """A parsed method spec: ``label``, ``family``, optional ``path`` and ``args`` (after ':')."""
+
+    text: str
+    label: str
+    family: str
+    path: str | None = None
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MethodContext:
+    """What methods share: scale, device, codec, default model, diffusers upscaler, seed.
+
+    ``codec`` may be set directly (tests use a random ``TAEF2Codec``); otherwise it is loaded once
+    from ``codec_spec`` by :meth:`get_codec`.
+    """
+
+    scale: int = 2
+    device: str = "cpu"
+    model: str | None = None
+    codec_spec: str | None = "taef2"
+    codec: nn.Module | None = None
+    sd_upscaler: str | None = None
+    sd_prompt: str = ""
+    seed: int = 0
+
+    def get_codec(self) -> nn.Module:
+        if self.codec is None:
+            from flowup.codecs import load_codec
+
+            self.codec = load_codec(self.codec_spec)
+        return self.codec.to(self.device).eval()
+
+
+class Method:
+    """Base class: ``upscale(lr, hr) -> (1, 3, H, W)``; ``nfe`` is set by the last call."""
+
+    def __init__(self, spec: MethodSpec, ctx: MethodContext):
+        self.spec = spec
+        self.ctx = ctx
+        self.nfe: int = 0
+        self.training_cost: dict | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for m in self.modules() for p in m.parameters())
+
+    def modules(self) -> list[nn.Module]:
+        """The networks the method runs (for the parameter count)."""
+        return []
+
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _no_args(spec: MethodSpec) -> None:
+    if spec.args or spec.path:
+        raise UnknownMethodError(f"method {spec.family!r} takes no '@PATH' or ':ARG' ({spec.text!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel-space resamplers
+
+
+class Bicubic(Method):
+    def __init__(self, spec: MethodSpec, ctx: MethodContext):
+        _no_args(spec)
+        super().__init__(spec, ctx)
+
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return upsample(lr.to(self.ctx.device), self.ctx.scale)
+
+
+class Lanczos(Method):
+    def __init__(self, spec: MethodSpec, ctx: MethodContext):
+        _no_args(spec)
+        super().__init__(spec, ctx)
+
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        array = (lr[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        image = Image.fromarray(array)
+        out = image.resize((image.width * self.ctx.scale, image.height * self.ctx.scale), Image.Resampling.LANCZOS)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32) / 255).permute(2, 0, 1)[None].to(self.ctx.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Codec baselines
+
+
+class _CodecMethod(Method):
+    def __init__(self, spec: MethodSpec, ctx: MethodContext):
+        _no_args(spec)
+        super().__init__(spec, ctx)
+        self.codec = ctx.get_codec()
+
+    def modules(self) -> list[nn.Module]:
+        return [self.codec]
+
+
+class LatentBilinear(_CodecMethod):
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        z = self.codec.encode(lr.to(self.ctx.device))
+        z = F.interpolate(z, scale_factor=self.ctx.scale, mode="bilinear", align_corners=False)
+        return self.codec.decode(z).float()
+
+
+class PSU(_CodecMethod):
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(self.codec.encode(upsample(lr.to(self.ctx.device), self.ctx.scale))).float()
+
+
+class CodecHR(_CodecMethod):
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(self.codec.encode(hr.to(self.ctx.device))).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# flowup
+
+
+def read_training_cost(folder: str | Path) -> dict | None:
+    """The ``training.json`` beside a model (wall-clock hours, hardware ...), or None."""
+    path = Path(folder) / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable training.json ({err})") from None
+
+
+def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None]:
+    if len(spec.args) > 2:
+        raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS]]")
+    solver = spec.args[0] if spec.args else None
+    if solver is not None and solver not in SOLVERS:
+        raise UnknownMethodError(f"{spec.text!r}: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    steps = None
+    if len(spec.args) == 2:
+        if not spec.args[1].isdigit() or int(spec.args[1]) < 1:
+            raise UnknownMethodError(f"{spec.text!r}: steps must be a positive integer, got {spec.args[1]!r}")
+        steps = int(spec.args[1])
+    return solver, steps
+
+
+class FlowUp(Method):
+    """A :class:`flowup.FlowUpPipeline` folder (``@PATH``, else ``--model``, else the shipped default)."""
+
+    def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
+        super().__init__(spec, ctx)
+        self.solver, self.steps = _solver_args(spec)
+        if pipeline is None:
+            from flowup.pipeline import FlowUpPipeline, default_model_path
+
+            folder = spec.path or ctx.model or default_model_path()
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"flowup model folder {folder} does not exist")
+            pipeline = FlowUpPipeline.from_pretrained(folder)
+            self.training_cost = read_training_cost(folder)
+        self.pipe = pipeline.to(ctx.device)
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in self.pipe.components.values() if isinstance(m, nn.Module)]
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device="cpu").manual_seed(self.ctx.seed)
+        out = self.pipe(
+            image=lr.to(self.ctx.device),
+            scale=self.ctx.scale,
+            num_inference_steps=self.steps,
+            solver=self.solver,
+            generator=generator,
+            output_type="pt",
+        )
+        self.nfe = int(out.nfe)
+        return out.images.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# diffusers upscalers
+
+
+class _DiffusersUpscaler(Method):
+    """Shared loading code of the diffusers upscalers (by local path or hub id)."""
+
+    pipeline_class_name: str
+    native_scale: int
+    default_steps: int
+
+    def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
+        super().__init__(spec, ctx)
+        if len(spec.args) > 1 or (spec.args and not spec.args[0].isdigit()):
+            raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:STEPS]")
+        self.steps = int(spec.args[0]) if spec.args else self.default_steps
+        if ctx.scale != self.native_scale:
+            raise ValueError(f"{spec.family} upscales x{self.native_scale} only; this run is --scale {ctx.scale}")
+        if pipeline is None:
+            source = spec.path or ctx.sd_upscaler
+            if not source:
+                raise ValueError(f"{spec.family} needs the upscaler's weights: --sd-upscaler PATH_OR_HUB_ID")
+            pipeline = self.load(source, ctx.device)
+        self.pipe = pipeline
+        self.pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu"):
+        """``from_pretrained`` by local folder or hub id; a clear error when neither works."""
+        import diffusers
+
+        klass = getattr(diffusers, cls.pipeline_class_name)
+        try:
+            pipe = klass.from_pretrained(source)
+        except Exception as err:  # noqa: BLE001 - one clear line for any loading failure
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise OSError(
+                f"could not load {cls.pipeline_class_name} from {source!r} (a local folder, or a hub id with "
+                f"network access or a populated HF cache): {reason}"
+            ) from None
+        return pipe.to(device)
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in self.pipe.components.values() if isinstance(m, nn.Module)]
+
+
+class SDUpscale(_DiffusersUpscaler):
+    """``StableDiffusionUpscalePipeline`` (stabilityai/stable-diffusion-x4-upscaler)."""
+
+    pipeline_class_name = "StableDiffusionUpscalePipeline"
+    native_scale = 4
+    default_steps = 20
+    GUIDANCE = 9.0  # the pipeline's default
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device="cpu").manual_seed(self.ctx.seed)
+        out = self.pipe(
+            prompt=self.ctx.sd_prompt,
+            image=lr.to(self.ctx.device),  # [0, 1]: the pipeline normalises
+            num_inference_steps=self.steps,
+            guidance_scale=self.GUIDANCE,
+            generator=generator,
+            output_type="pt",
+        )
+        self.nfe = self.steps * (2 if self.GUIDANCE > 1 else 1)  # classifier-free guidance doubles the batch
+        return out.images.float().clamp(0, 1)
+
+
+class SDLatentUpscale(_DiffusersUpscaler):
+    """``StableDiffusionLatentUpscalePipeline`` (stabilityai/sd-x2-latent-upscaler)."""
+
+    pipeline_class_name = "StableDiffusionLatentUpscalePipeline"
+    native_scale = 2
+    default_steps = 20
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device="cpu").manual_seed(self.ctx.seed)
+        out = self.pipe(
+            prompt=self.ctx.sd_prompt,
+            image=lr.to(self.ctx.device),  # [0, 1]: the pipeline normalises
+            num_inference_steps=self.steps,
+            guidance_scale=0.0,
+            generator=generator,
+            output_type="pt",
+        )
+        self.nfe = self.steps
+        return out.images.float().clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+MethodFactory = Callable[[MethodSpec, MethodContext], Method]
+_REGISTRY: dict[str, MethodFactory] = {}
+
+
+def register_method(family: str, factory: MethodFactory) -> None:
+    """Add (or replace) a method family; ``factory(spec, ctx)`` builds the method."""
+    _REGISTRY[family] = factory
+
+
+def method_families() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+for _family, _factory in {
+    "bicubic": Bicubic,
+    "lanczos": Lanczos,
+    "latent-bilinear": LatentBilinear,
+    "psu": PSU,
+    "codec-hr": CodecHR,
+    "flowup": FlowUp,
+    "sd-upscale": SDUpscale,
+    "sd-latent-upscale": SDLatentUpscale,
+}.items():
+    register_method(_family, _factory)
+
+
+def parse_method(text: str) -> MethodSpec:
+    """Parse ``[LABEL=]FAMILY[@PATH][:ARG...]``; raise :class:`UnknownMethodError` if malformed."""
+    label, sep, body = text.partition("=")
+    if not sep:
+        label, body = text, text
+    body = body.strip()
+    head, _, path_and_args = body.partition("@")
+    if path_and_args:
+        path, *args = path_and_args.split(":")
+        family = head
+    else:
+        family, *args = body.split(":")
+        path = None
+    if family not in _REGISTRY:
+        raise UnknownMethodError(
+            f"unknown method {text!r}; choose from {', '.join(method_families())} "
+            "(flowup takes [@PATH][:SOLVER[:STEPS]], e.g. flowup:euler:4)"
+        )
+    if path is not None and not path:
+        raise UnknownMethodError(f"{text!r}: empty path after '@'")
+    if not label.strip():
+        raise UnknownMethodError(f"{text!r}: empty label before '='")
+    spec = MethodSpec(text=body, label=label.strip(), family=family, path=path, args=args)
+    if family == "flowup":
+        _solver_args(spec)  # validate early, before any model is loaded
+    return spec
+
+
+def build_method(spec: MethodSpec | str, ctx: MethodContext) -> Method:
+    """Instantiate a method (loads its models)."""
+    if isinstance(spec, str):
+        spec = parse_method(spec)
+    return _REGISTRY[spec.family](spec, ctx)
