@@ -344,7 +344,7 @@ class FlowUpPipeline(DiffusionPipeline):
             codec_spec = "taef2"
 
         def prepared(module: torch.nn.Module) -> torch.nn.Module:
-            return copy.deepcopy(module).to(torch_dtype) if torch_dtype is not None else module
+            return _cast(copy.deepcopy(module), torch_dtype) if torch_dtype is not None else module
 
         prepared(self.flow).save_pretrained(folder / "flow", safe_serialization=True, **kwargs)
         index = dict(self.config)
@@ -399,7 +399,7 @@ class FlowUpPipeline(DiffusionPipeline):
             else:
                 raise ModelNotFoundError(f"{folder}: no codec/ folder and no codec_spec in model_index.json")
         if torch_dtype is not None:
-            codec = codec.to(torch_dtype)
+            codec = _cast(codec, torch_dtype)
         params = {k: index[k] for k in ("noise_alpha", "scale_factor", "default_num_inference_steps",
                                         "default_solver", "codec_spec") if k in index}  # fmt: skip
         pipe = cls(flow=flow.eval(), codec=codec.eval(), **params)
@@ -451,6 +451,12 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
         pad_h, pad_w = pad_h - step_h, pad_w - step_w
     return x
+
+
+def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast weights to ``dtype`` (plain ``nn.Module.to``: diffusers' override only adds a spurious
+    "modules that should be kept in float32: []" warning here)."""
+    return torch.nn.Module.to(module, dtype=dtype)
 
 
 def _library_and_class(module: torch.nn.Module) -> tuple[str, str]:
