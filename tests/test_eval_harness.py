@@ -141,3 +141,14 @@ def test_cli_run_prints_the_table(hr_dir, tmp_path, capsys):
     assert "| bicubic |" in printed and "| lanczos |" in printed and "FID/KID: unavailable" in printed
     assert all((out / name).is_file() for name in REPORT_FILES)
     assert "python -m eval run --hr" in (out / "report.md").read_text()
+
+
+def test_cli_run_with_a_flowup_model(hr_dir, tmp_path, tiny_pipeline_dir, capsys):
+    out = tmp_path / "flowup"
+    code = main(["run", "--hr", str(hr_dir), "--methods", "bicubic", "flowup:euler:2", "--model", str(tiny_pipeline_dir),
+                 "--out", str(out), "--device", "cpu", "--fid-features", "none", "--limit", "1", "--repeats", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = {m["method"]: m for m in json.loads((out / "summary.json").read_text())["methods"]}
+    assert summary["flowup:euler:2"]["nfe"] == 2 and summary["flowup:euler:2"]["params"] > 0
+    assert summary["flowup:euler:2"]["time_per_mp_s"] > 0 and summary["flowup:euler:2"]["peak_mem_mib"] > 0
+    assert "| flowup:euler:2 |" in capsys.readouterr().out
