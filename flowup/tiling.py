@@ -7,7 +7,8 @@ evaluates ``fn`` on each and blends the outputs with smooth weights that sum to 
 
 - in the overlap of two windows, each window's weight is 0 within ``margin`` grid pixels of its own
   inner edge and ramps smoothly (smoothstep) to 1 across the rest; image borders are not inner
-  edges and keep weight 1;
+  edges and keep weight 1; the blend divides by the summed weights (exactly 1 where only two
+  windows meet);
 - ``margin = min(radius, (overlap - min_ramp) / 2)``: when ``overlap >= 2 * radius + min_ramp``,
   every pixel with a non-zero weight sees its whole receptive field inside the window, so the tiled
   result equals the untiled one (up to float rounding); smaller overlaps still blend seamlessly.
@@ -29,6 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from flowup.codecs import TAEF2Codec, _check_images
+
 __all__ = [
     "flow_receptive_radius",
     "tile_starts",
@@ -39,6 +42,7 @@ __all__ = [
     "auto_flow_tile_size",
     "encode_tiled",
     "decode_tiled",
+    "sequential_radius",
     "DEFAULT_CODEC_TILE",
     "MIN_RAMP",
 ]
@@ -166,6 +170,7 @@ def tiled_map(
     size_h, size_w = min(tile, grid_h), min(tile, grid_w)
 
     out: torch.Tensor | None = None
+    total = torch.zeros(grid_h, grid_w, dtype=torch.float64)  # > 1 where three or more windows meet
     for sy, wy in zip(starts_h, weights_h):
         for sx, wx in zip(starts_w, weights_w):
             window = (..., slice(sy * unit_in, (sy + size_h) * unit_in), slice(sx * unit_in, (sx + size_w) * unit_in))
@@ -175,13 +180,18 @@ def tiled_map(
                     (*y.shape[:-2], grid_h * unit_out, grid_w * unit_out), dtype=torch.float32, device=y.device
                 )
                 dtype = y.dtype
-            weight = (wy[:, None] * wx[None, :]).to(device=y.device, dtype=torch.float32)
+            weight = wy[:, None] * wx[None, :]
+            total[sy : sy + size_h, sx : sx + size_w] += weight
+            weight = weight.to(device=y.device, dtype=torch.float32)
             if unit_out > 1:
                 weight = weight.repeat_interleave(unit_out, 0).repeat_interleave(unit_out, 1)
             target = (..., slice(sy * unit_out, (sy + size_h) * unit_out), slice(sx * unit_out, (sx + size_w) * unit_out))
             out[target] += y.float() * weight
             del y
-    return out.to(dtype)
+    scale = (1.0 / total).float().to(out.device)
+    if unit_out > 1:
+        scale = scale.repeat_interleave(unit_out, 0).repeat_interleave(unit_out, 1)
+    return (out * scale).to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +299,48 @@ def _grid_tile(tile: int | None, default: int = DEFAULT_CODEC_TILE) -> int:
     return default if tile is None else tile
 
 
+_POINTWISE = (nn.ReLU, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+def sequential_radius(module: nn.Module, scale: float = 1.0) -> float | None:
+    """Receptive radius of a chain of local layers, in pixels of its input (None: unknown layer).
+
+    Understands ``nn.Sequential``, ``nn.Conv2d``, nearest ``nn.Upsample``, pointwise activations
+    and residual blocks with ``conv`` and ``skip`` branches (the TAESD family). ``scale`` is the
+    size of one current feature pixel in input pixels.
+    """
+    radius, _ = _walk(module, scale)
+    return radius
+
+
+def _walk(module: nn.Module, scale: float) -> tuple[float | None, float]:
+    if isinstance(module, nn.Sequential):
+        total = 0.0
+        for child in module:
+            r, scale = _walk(child, scale)
+            if r is None:
+                return None, scale
+            total += r
+        return total, scale
+    if isinstance(module, nn.Conv2d):
+        radius = max((k // 2) * d for k, d in zip(module.kernel_size, module.dilation)) * scale
+        return radius, scale * module.stride[0]
+    if isinstance(module, nn.Upsample) and module.mode == "nearest" and module.scale_factor is not None:
+        factor = float(module.scale_factor if not isinstance(module.scale_factor, tuple) else module.scale_factor[0])
+        return scale, scale / factor  # nearest neighbour shifts by up to one input pixel
+    if isinstance(module, _POINTWISE) or "clamp" in type(module).__name__.lower():
+        return 0.0, scale
+    if isinstance(getattr(module, "conv", None), nn.Sequential) and hasattr(module, "skip"):
+        if getattr(module, "pool", None) is not None:
+            return None, scale  # image-wide GroupNorm branch: not local
+        r_conv, out_scale = _walk(module.conv, scale)
+        r_skip, _ = _walk(module.skip, scale)
+        if r_conv is None or r_skip is None:
+            return None, scale
+        return max(r_conv, r_skip), out_scale
+    return None, scale
+
+
 def encode_tiled(codec: nn.Module, images: torch.Tensor, tile: int | None = None) -> torch.Tensor:
     """``codec.encode`` of ``(N, 3, H, W)`` images, tiled in windows of ``tile`` latent pixels.
 
@@ -300,20 +352,21 @@ def encode_tiled(codec: nn.Module, images: torch.Tensor, tile: int | None = None
     grid_h, grid_w = images.shape[-2] // down, images.shape[-1] // down
     if tile <= 0 or (tile >= grid_h and tile >= grid_w):
         return codec.encode(images)
-    radius = math.ceil(codec.encoder_receptive_radius / down)
+    encoder = codec.encoder if isinstance(codec, TAEF2Codec) else None
+    split = _split_global(encoder, from_end=False) if encoder is not None else None
+    local = nn.Sequential(*list(encoder)[:split]) if split is not None else None
+    local_radius = sequential_radius(local) if local is not None else None
+    if local_radius is None:  # tile the whole codec, blended (exact only for local codecs)
+        radius = math.ceil(codec.encoder_receptive_radius / down)
+        overlap = 2 * radius + MIN_RAMP
+        return tiled_map(codec.encode, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down)
+    # TAEF2: tile the local full-resolution part, run the GroupNorm blocks on the whole latent grid.
+    _check_images(images, down)
+    radius = math.ceil(local_radius / down)
     overlap = 2 * radius + MIN_RAMP
     tile = max(tile, overlap + MIN_RAMP)
-    encoder = getattr(codec, "encoder", None)
-    split = _split_global(encoder, from_end=False) if isinstance(encoder, nn.Sequential) else None
-    if split is None:
-        return tiled_map(codec.encode, images, tile, overlap, radius, unit_in=down, unit_out=1)
-    # TAEF2: tile the local full-resolution part, run the GroupNorm blocks on the whole latent grid.
-    from flowup.codecs import _check_images
-
-    _check_images(images, down)
-    local, rest = encoder[:split], encoder[split:]
     features = tiled_map(lambda x: local(x.to(codec.dtype)), images, tile, overlap, radius, unit_in=down)
-    return rest(features)
+    return nn.Sequential(*list(encoder)[split:])(features)
 
 
 def decode_tiled(codec: nn.Module, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
@@ -325,14 +378,17 @@ def decode_tiled(codec: nn.Module, latents: torch.Tensor, tile: int | None = Non
     tile = _grid_tile(tile)
     if tile <= 0 or (tile >= latents.shape[-2] and tile >= latents.shape[-1]):
         return codec.decode(latents)
-    radius = codec.decoder_receptive_radius
+    decoder = codec.decoder if isinstance(codec, TAEF2Codec) else None
+    split = _split_global(decoder, from_end=True) if decoder is not None else None
+    local = nn.Sequential(*list(decoder)[split:]) if split is not None else None
+    local_radius = sequential_radius(local) if local is not None else None
+    if local_radius is None:  # tile the whole codec, blended (exact only for local codecs)
+        radius = codec.decoder_receptive_radius
+        overlap = 2 * radius + MIN_RAMP
+        return tiled_map(codec.decode, latents, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up)
+    # TAEF2: GroupNorm blocks at latent resolution on the whole grid, then the local part tiled.
+    radius = math.ceil(local_radius)
     overlap = 2 * radius + MIN_RAMP
     tile = max(tile, overlap + MIN_RAMP)
-    decoder = getattr(codec, "decoder", None)
-    split = _split_global(decoder, from_end=True) if isinstance(decoder, nn.Sequential) else None
-    if split is None:
-        return tiled_map(codec.decode, latents, tile, overlap, radius, unit_in=1, unit_out=up)
-    # TAEF2: GroupNorm blocks at latent resolution on the whole grid, then the local part tiled.
-    head, local = decoder[:split], decoder[split:]
-    features = head(latents.to(codec.dtype))
-    return tiled_map(local, features, tile, overlap, radius, unit_in=1, unit_out=up).clamp(0, 1)
+    features = nn.Sequential(*list(decoder)[:split])(latents.to(codec.dtype))
+    return tiled_map(local, features, tile, overlap, radius, unit_out=up).clamp(0, 1)
