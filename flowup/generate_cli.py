@@ -1,0 +1,482 @@
+"""``flowup generate``: text -> image with a frozen base model, boosted by flowup.
+
+Example::
+
+    flowup generate --base path/to/stable-diffusion-v1-5 --prompt "a cat" --scale 2 -o out/
+
+writes ``out/0000_a-cat.png`` (1024x1024) and its base image ``out/0000_a-cat_base.png``
+(512x512; ``--no-save-base`` skips it) and a ``out/generate.json`` record of prompts, seeds, files
+and timings. :func:`register` adds the subcommand to the ``flowup`` CLI (``flowup/cli.py``);
+:func:`main` runs it standalone (``python -m flowup.generate_cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from flowup.text_to_image import BaseStageOutput, BoostedTextToImage, StageTimings, is_text_to_image_pipeline
+
+__all__ = ["register", "build_parser", "run", "main", "BaseModelError", "load_base_pipeline"]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class BaseModelError(RuntimeError):
+    """The base model could not be loaded or run; the message is one line for the user."""
+
+
+class GenerateError(RuntimeError):
+    """Any other one-line user-facing failure of ``flowup generate``."""
+
+
+# ---------------------------------------------------------------------------------- arguments
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    base = parser.add_argument_group("base model")
+    base.add_argument("--base", required=True, help="diffusers text-to-image pipeline: local folder or hub id")
+    base.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
+    base.add_argument("--prompts", type=Path, help="text file with one prompt per line (blank lines and # comments skipped)")
+    base.add_argument("--negative-prompt", default=None, help="negative prompt for every image")
+    base.add_argument("--base-size", type=int, nargs="+", default=[512], metavar="PX",
+                      help="base resolution: one number (square) or HEIGHT WIDTH (default 512)")
+    base.add_argument("--steps", type=int, default=None, help="base model denoising steps (default: the pipeline's)")
+    base.add_argument("--guidance-scale", type=float, default=None, help="base model guidance scale (default: the pipeline's)")
+    base.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
+    base.add_argument("--batch-size", type=int, default=1, help="images per base-model call (default 1)")
+    base.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i (default 0)")
+    flow = parser.add_argument_group("flowup")
+    flow.add_argument("--model", default=None, help="FlowUpPipeline folder (default: the shipped model)")
+    flow.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor (default 2)")
+    flow.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
+    flow.add_argument("--solver", default=None, choices=("euler", "midpoint", "rk4", "dopri5"),
+                      help="ODE solver (default: the model's)")
+    flow.add_argument("--upsample-in", default="pixels", choices=("pixels", "latents"),
+                      help="pixels: decode with the base VAE, flowup re-encodes (default, best); latents: pass base "
+                           "latents straight to flowup (only when flowup's codec is the base VAE; faster, worse)")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    run_group.add_argument("--save-base", action=argparse.BooleanOptionalAction, default=True,
+                           help="also write each base image as NAME_base.png (default: yes)")
+    run_group.add_argument("--offload", action="store_true",
+                           help="move the base model off the GPU before the flow stage (small GPUs)")
+    run_group.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, mps, cpu")
+    run_group.add_argument("--dtype", default="auto", choices=("auto", *_DTYPES),
+                           help="base model dtype; auto = float16 on GPU, float32 on CPU")
+    run_group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``generate`` subcommand (handler in ``func``) to a ``flowup`` CLI."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="text -> image with a base diffusion model, boosted by flowup",
+        description="Generate images with a frozen diffusers text-to-image pipeline at its own low "
+        "resolution, then upscale them with flowup.",
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A standalone parser (``python -m flowup.generate_cli``)."""
+    parser = argparse.ArgumentParser(prog="flowup generate", description="text -> image boosted by flowup")
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    """A hub download that failed for want of a network (or with offline mode on), anywhere in the chain."""
+    offline = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError",
+               "TimeoutException", "ConnectTimeout", "NameResolutionError", "gaierror"}
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if {klass.__name__ for klass in type(err).__mro__} & offline:
+            return True
+        text = str(err).lower()
+        if any(s in text for s in ("offline mode", "not fully cached locally", "couldn't connect", "cannot reach")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def load_base_pipeline(spec: str, dtype: torch.dtype | None = None) -> Any:
+    """Load a diffusers text-to-image pipeline from a local folder or a hub id.
+
+    Raises :class:`BaseModelError` with a one-line reason: missing folder, not a pipeline folder,
+    not a text-to-image pipeline, missing weights, hub id not downloadable (offline / unknown).
+    """
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    path = Path(spec).expanduser()
+    local = path.exists()
+    if not local and not _HUB_ID.match(spec):
+        raise BaseModelError(f"base model {spec!r}: no such folder")
+    if local:
+        if not path.is_dir():
+            raise BaseModelError(f"base model {spec!r}: is a file; pass a diffusers pipeline folder")
+        if not (path / "model_index.json").is_file():
+            raise BaseModelError(f"base model {spec!r}: not a diffusers pipeline folder (no model_index.json)")
+        try:
+            class_name = json.loads((path / "model_index.json").read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            raise BaseModelError(f"base model {spec!r}: unreadable model_index.json") from None
+        if class_name == "FlowUpPipeline":
+            raise BaseModelError(
+                f"base model {spec!r}: FlowUpPipeline is a flowup upscaler, not a text-to-image pipeline "
+                "(pass it as --model)"
+            )
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    try:
+        with warnings.catch_warnings():  # diffusers >= 0.36 renames torch_dtype to dtype; older ones lack dtype
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = DiffusionPipeline.from_pretrained(str(path) if local else spec, **kwargs)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line for the user
+        if not local and _is_offline_error(err):
+            raise BaseModelError(
+                f"base model {spec!r}: not a local folder, and it cannot be downloaded from the Hugging Face Hub "
+                "(offline or unreachable) nor found in the local cache"
+            ) from None
+        if not local and type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+            raise BaseModelError(f"base model {spec!r}: not found on the Hugging Face Hub ({_one_line(err)})") from None
+        raise BaseModelError(f"base model {spec!r}: cannot load it ({_one_line(err)})") from None
+    if not is_text_to_image_pipeline(pipe):
+        try:
+            pipe = AutoPipelineForText2Image.from_pipe(pipe)
+        except Exception:  # noqa: BLE001 - no text-to-image counterpart
+            raise BaseModelError(
+                f"base model {spec!r}: {type(pipe).__name__} is not a text-to-image pipeline"
+            ) from None
+    return pipe
+
+
+def _load_flowup(model: str | None) -> Any:
+    from flowup.pipeline import FlowUpPipeline, default_model_path
+
+    try:
+        folder = model if model is not None else default_model_path()
+        return FlowUpPipeline.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001
+        raise GenerateError(f"flowup model: {_one_line(err)}") from None
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise GenerateError(f"--device {name!r}: {_one_line(err)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts is not None:
+        try:
+            lines = args.prompts.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise GenerateError(f"--prompts {args.prompts}: {err.strerror or _one_line(err)}") from None
+        prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise GenerateError("no prompt: give --prompt TEXT or --prompts FILE")
+    return prompts
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return slug or "image"
+
+
+def _save_png(image, path: Path) -> None:
+    """Write ``image`` (PIL) atomically, with the pipeline helper's ``save_image`` when it exists."""
+    try:
+        from flowup.image_io import save_image
+    except ImportError:
+        save_image = None
+    if save_image is not None:
+        save_image(image, path)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(data: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------- running
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=quiet, file=sys.stderr)
+
+
+def _generate(args: argparse.Namespace) -> dict:
+    prompts = _read_prompts(args)
+    for name in ("num_images", "batch_size"):
+        if getattr(args, name) < 1:
+            raise GenerateError(f"--{name.replace('_', '-')} must be at least 1")
+    if len(args.base_size) not in (1, 2):
+        raise GenerateError("--base-size takes one number or HEIGHT WIDTH")
+    base_size = (args.base_size[0],) * 2 if len(args.base_size) == 1 else tuple(args.base_size)
+    device = _resolve_device(args.device)
+    dtype = _DTYPES.get(args.dtype) if args.dtype != "auto" else (torch.float32 if device.type == "cpu" else torch.float16)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenerateError(f"-o {args.output}: {err.strerror or _one_line(err)}") from None
+
+    start = time.perf_counter()
+    base = load_base_pipeline(args.base, dtype=dtype)
+    upscaler = _load_flowup(args.model)
+    load_s = time.perf_counter() - start
+    base.set_progress_bar_config(disable=args.quiet, leave=False)
+    if hasattr(upscaler, "set_progress_bar_config"):
+        upscaler.set_progress_bar_config(disable=args.quiet, leave=False)
+    try:
+        if args.offload and device.type == "cuda" and _has_accelerate():
+            base.enable_model_cpu_offload(device=device)
+        else:
+            base.to(device)
+        upscaler.to(device)
+    except Exception as err:  # noqa: BLE001
+        raise BaseModelError(f"cannot move the models to {device}: {_one_line(err)}") from None
+    try:
+        chain = BoostedTextToImage(base, upscaler, upsample_in=args.upsample_in, offload=args.offload)
+    except (TypeError, ValueError) as err:
+        raise GenerateError(_one_line(err)) from None
+
+    # Jobs: (index, prompt); image i uses seed + i for the base and the flow stage.
+    jobs = [(i * args.num_images + k, p) for i, p in enumerate(prompts) for k in range(args.num_images)]
+    batches = [jobs[i : i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+
+    def generators(batch):
+        return [torch.Generator(gen_device).manual_seed(args.seed + index) for index, _ in batch]
+
+    # Stage 1: base images for every prompt (so that --offload releases the base model once).
+    records: list[dict] = []
+    base_results: list[tuple[list, BaseStageOutput]] = []
+    timings = StageTimings()
+    bar = _progress(len(jobs), "base", args.quiet)
+    for batch in batches:
+        try:
+            result = chain.generate_base(
+                [p for _, p in batch],
+                negative_prompt=[args.negative_prompt] * len(batch) if args.negative_prompt else None,
+                base_size=base_size,
+                generator=generators(batch),
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance_scale,
+                decode=args.upsample_in == "pixels" or args.save_base,
+            )
+        except Exception as err:  # noqa: BLE001
+            if _is_oom(err):
+                raise BaseModelError(
+                    f"base model ran out of memory at {base_size[0]}x{base_size[1]} (batch {len(batch)}): "
+                    "try --offload, --dtype float16, --batch-size 1 or a smaller --base-size"
+                ) from None
+            raise BaseModelError(f"base model failed: {_one_line(err)}") from None
+        timings = timings + result.timings
+        for j, (index, prompt) in enumerate(batch):
+            name = f"{index:04d}_{_slug(prompt)}"
+            record = {"index": index, "prompt": prompt, "seed": args.seed + index, "image": f"{name}.png"}
+            if args.save_base and result.images is not None:
+                _save_png(_tensor_to_pil(result.images[j]), args.output / f"{name}_base.png")
+                record["base_image"] = f"{name}_base.png"
+            records.append(record)
+        base_results.append((batch, result))
+        bar.update(len(batch))
+    bar.close()
+
+    # Stage 2: flowup.
+    bar = _progress(len(jobs), f"flowup x{args.scale}", args.quiet)
+    nfe = None
+    first = 0
+    for batch, result in base_results:
+        try:
+            out = chain.upscale(
+                result,
+                scale=args.scale,
+                num_inference_steps=args.flow_steps,
+                solver=args.solver,
+                generator=generators(batch),
+                output_type="pil",
+            )
+        except Exception as err:  # noqa: BLE001
+            if _is_oom(err):
+                raise GenerateError(
+                    "flowup ran out of memory: try --offload, a smaller --base-size or --batch-size 1"
+                ) from None
+            raise GenerateError(f"flowup failed: {_one_line(err)}") from None
+        flow_only = StageTimings(flow=out.timings.flow, decode=out.timings.decode, offload=out.timings.offload)
+        timings = timings + flow_only
+        nfe = out.nfe
+        for image, record in zip(out.images, records[first : first + len(batch)]):
+            _save_png(image, args.output / record["image"])
+            record["size"] = list(image.size)
+        first += len(batch)
+        bar.update(len(batch))
+    bar.close()
+
+    summary = {
+        "base": args.base,
+        "model": args.model or "default",
+        "scale": args.scale,
+        "base_size": list(base_size),
+        "upsample_in": args.upsample_in,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "nfe": nfe,
+        "timings_s": {
+            "load": round(load_s, 4),
+            "base": round(timings.base, 4),
+            "base_decode": round(timings.base_decode, 4),
+            "base_decode_included_in_base": timings.base_decode_included,
+            "offload": round(timings.offload, 4),
+            "flow": round(timings.flow, 4),
+            "decode": None if timings.decode is None else round(timings.decode, 4),
+            "decode_included_in_flow": timings.decode is None,
+        },
+        "images": records,
+    }
+    _write_json(summary, args.output / "generate.json")
+    n = len(records)
+    width, height = records[-1].get("size", ("?", "?"))
+    print(
+        f"flowup generate: {n} image{'s' if n != 1 else ''} {base_size[1]}x{base_size[0]} -> {width}x{height} "
+        f"in {args.output} ({device}, {summary['dtype']})"
+    )
+    print(f"  per image: {_per_image(timings, n)}")
+    print(f"  model loading {load_s:.2f} s; details in {args.output / 'generate.json'}")
+    return summary
+
+
+def _per_image(timings: StageTimings, n: int) -> str:
+    scaled = StageTimings(
+        base=timings.base / n,
+        base_decode=timings.base_decode / n,
+        flow=timings.flow / n,
+        decode=None if timings.decode is None else timings.decode / n,
+        offload=timings.offload / n,
+        base_decode_included=timings.base_decode_included,
+    )
+    return scaled.summary()
+
+
+def _tensor_to_pil(image: torch.Tensor):
+    from PIL import Image
+
+    array = (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def _has_accelerate() -> bool:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _library_chatter(quiet: bool):
+    """With ``--quiet``, silence diffusers' / transformers' loading bars and warnings for the run."""
+    if not quiet:
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity, bars = diffusers_logging.get_verbosity(), diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # transformers is only needed by some base pipelines
+        transformers_logging = None
+    if transformers_logging is not None:
+        t_verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+        if bars:
+            diffusers_logging.enable_progress_bar()
+        if transformers_logging is not None:
+            transformers_logging.set_verbosity(t_verbosity)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``flowup generate``: 0 on success, 1 with a one-line message on stderr on failure."""
+    try:
+        with _library_chatter(args.quiet):
+            _generate(args)
+    except (BaseModelError, GenerateError) as err:
+        print(f"flowup generate: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flowup generate: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowup.generate_cli ...``."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
