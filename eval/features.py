@@ -28,6 +28,7 @@ __all__ = [
     "FeatureExtractor",
     "FeatureExtractorNotFoundError",
     "find_fid_features",
+    "fid_disabled",
     "load_feature_extractor",
 ]
 
@@ -85,6 +86,11 @@ class FeatureExtractor(nn.Module):
         return feats.float()
 
 
+def fid_disabled(spec: str | Path | None) -> bool:
+    """True for the string ``"none"`` (FID / KID turned off); ``None`` means "find the default"."""
+    return spec is not None and str(spec).lower() == "none"
+
+
 def find_fid_features(path: str | Path | None = None) -> Path:
     """Locate the TorchScript feature extractor file.
 
@@ -114,10 +120,14 @@ def load_feature_extractor(path: str | Path | None = None, device: str | torch.d
     """Load the TorchScript TF-Inception (or another TorchScript net with the same conventions)."""
     path = find_fid_features(path)
     net = torch.jit.load(str(path), map_location="cpu").eval()
-    origin = f"{FID_HELPER_WHEEL} " if path.parent.name == _FID_HELPER_PACKAGE else ""
+    if path.name == _FID_HELPER_FILE:
+        origin = f"{FID_HELPER_WHEEL} " if path.parent.name == _FID_HELPER_PACKAGE else ""
+        name = f"TF-Inception-v3 pool3 TorchScript {origin}({path})"
+    else:
+        name = f"TorchScript feature extractor ({path})"
     description = (
-        f"TF-Inception-v3 pool3 TorchScript {origin}({path}); images bilinear-resized (antialiased) "
-        f"to 299x299, values in [{TF_INCEPTION_RANGE[0]}, {TF_INCEPTION_RANGE[1]}]"
+        f"{name}; images bilinear-resized (antialiased) to 299x299, values in "
+        f"[{TF_INCEPTION_RANGE[0]}, {TF_INCEPTION_RANGE[1]}]"
     )
     num_features = 2048 if path.name == _FID_HELPER_FILE else None
     return FeatureExtractor(net, description, num_features=num_features).to(device)

@@ -22,7 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from eval.data import EvalImage, list_images, prepare_image
-from eval.features import FeatureExtractor, FeatureExtractorNotFoundError, load_feature_extractor
+from eval.features import FeatureExtractor, FeatureExtractorNotFoundError, fid_disabled, load_feature_extractor
 from eval.methods import Method, MethodContext, build_method, parse_method
 from eval.metrics import LpipsMetric, distribution_distances, grid_patches, psnr_y, quantize, ssim_y
 from eval.timing import PeakMemory, timed
@@ -178,7 +178,7 @@ def run_evaluation(
     roots = [Path(folder).expanduser() for folder in config.hr]
     unavailable: dict[str, str] = {}
 
-    if feature_extractor is None and str(config.fid_features).lower() != "none":
+    if feature_extractor is None and not fid_disabled(config.fid_features):
         try:
             feature_extractor = load_feature_extractor(config.fid_features, config.device)
         except FeatureExtractorNotFoundError as err:

@@ -152,3 +152,15 @@ def test_cli_run_with_a_flowup_model(hr_dir, tmp_path, tiny_pipeline_dir, capsys
     assert summary["flowup:euler:2"]["nfe"] == 2 and summary["flowup:euler:2"]["params"] > 0
     assert summary["flowup:euler:2"]["time_per_mp_s"] > 0 and summary["flowup:euler:2"]["peak_mem_mib"] > 0
     assert "| flowup:euler:2 |" in capsys.readouterr().out
+
+
+def test_default_feature_extractor_is_found_from_the_environment(hr_dir, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 7, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    scripted = tmp_path / "features.pt"
+    torch.jit.save(torch.jit.script(net), str(scripted))
+    monkeypatch.setenv("FLOWUP_FID_FEATURES", str(scripted))
+    config = EvalConfig(hr=[str(hr_dir)], methods=["bicubic"], out=str(tmp_path / "o"), device="cpu", patch_size=32)
+    result = run_evaluation(config, log=lambda _: None)
+    assert str(scripted) in result.feature_extractor
+    assert "FID/KID" not in result.unavailable and result.methods[0].summary["fid"] is not None
