@@ -1,0 +1,246 @@
+"""FlowUpPipeline with tiny random components: shapes, determinism, batching, save / load,
+latent inputs, output types, image modes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flowup import FlowUpPipeline, TAEF2Codec
+from flowup.pipeline import ModelNotFoundError, _pad_to_multiple, default_model_path
+
+from conftest import make_tiny_pipeline
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_pil(width: int, height: int, mode: str = "RGB", seed: int = 0) -> PIL.Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": None, "LA": 2}[mode]
+    shape = (height, width) if channels is None else (height, width, channels)
+    return PIL.Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+
+
+def _smooth_images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, height // 8 + 1, width // 8 + 1, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear").clamp(0, 1)
+
+
+def test_odd_size_pil_gives_exactly_twice_the_size(tiny_pipeline):
+    out = tiny_pipeline(image=_random_pil(53, 37), generator=_gen())
+    assert isinstance(out.images, list) and len(out.images) == 1
+    assert out.images[0].size == (106, 74) and out.images[0].mode == "RGB"
+    assert out.nfe == 2  # default 2 Euler steps
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (17, 64)])
+def test_tiny_and_thin_images(tiny_pipeline, size):
+    h, w = size
+    out = tiny_pipeline(image=torch.rand(1, 3, h, w), generator=_gen(), output_type="pt")
+    assert out.images.shape == (1, 3, 2 * h, 2 * w)
+    assert torch.isfinite(out.images).all()
+
+
+def test_scale_4_is_two_stages(tiny_pipeline):
+    out = tiny_pipeline(image=_random_pil(21, 19), scale=4, num_inference_steps=3, generator=_gen())
+    assert out.images[0].size == (84, 76)
+    assert out.nfe == 6
+    rk4 = tiny_pipeline(image=torch.rand(1, 3, 16, 16), num_inference_steps=2, solver="rk4", output_type="pt")
+    assert rk4.nfe == 8
+
+
+def test_same_seed_same_output_other_seed_differs(tiny_pipeline):
+    image = _smooth_images(1, 40, 48)
+    a = tiny_pipeline(image=image, generator=_gen(1), output_type="pt").images
+    b = tiny_pipeline(image=image, generator=_gen(1), output_type="pt").images
+    c = tiny_pipeline(image=image, generator=_gen(2), output_type="pt").images
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_flow_changes_the_output(tiny_pipeline):
+    # with a non-zero flow the result is not the decoded noisy source
+    image = _smooth_images(1, 32, 32)
+    a = tiny_pipeline(image=image, generator=_gen(), output_type="pt").images
+    torch.nn.init.zeros_(tiny_pipeline.flow.unet.conv_out.weight)
+    torch.nn.init.zeros_(tiny_pipeline.flow.unet.conv_out.bias)
+    b = tiny_pipeline(image=image, generator=_gen(), output_type="pt").images
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_batch_equals_per_image(tiny_pipeline):
+    images = _smooth_images(3, 24, 40)
+    batch = tiny_pipeline(image=images, generator=[_gen(s) for s in (5, 6, 7)], output_type="pt").images
+    for i, seed in enumerate((5, 6, 7)):
+        alone = tiny_pipeline(image=images[i : i + 1], generator=_gen(seed), output_type="pt").images
+        torch.testing.assert_close(batch[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+    # a single generator is drawn from in image order: image 0 matches a lone run
+    shared = tiny_pipeline(image=images, generator=_gen(5), output_type="pt").images
+    torch.testing.assert_close(shared[:1], batch[:1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="generators"):
+        tiny_pipeline(image=images, generator=[_gen(), _gen()])
+
+
+def test_mixed_sizes_give_a_list(tiny_pipeline):
+    images = [_random_pil(20, 12), _random_pil(9, 31)]
+    out = tiny_pipeline(image=images, generator=[_gen(0), _gen(1)], output_type="pt")
+    assert [tuple(t.shape) for t in out.images] == [(3, 24, 40), (3, 62, 18)]
+    alone = tiny_pipeline(image=images[1], generator=_gen(1), output_type="pt").images
+    torch.testing.assert_close(out.images[1], alone[0])
+
+
+def test_output_types(tiny_pipeline):
+    image = torch.rand(2, 3, 20, 28)
+    pt = tiny_pipeline(image=image, generator=_gen(), output_type="pt").images
+    assert pt.dtype == torch.float32 and pt.shape == (2, 3, 40, 56) and 0 <= pt.min() and pt.max() <= 1
+    arr = tiny_pipeline(image=image, generator=_gen(), output_type="np").images
+    assert isinstance(arr, np.ndarray) and arr.shape == (2, 40, 56, 3)
+    np.testing.assert_allclose(arr, pt.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    pil = tiny_pipeline(image=image, generator=_gen(), output_type="pil").images
+    assert [p.size for p in pil] == [(56, 40)] * 2
+    latent = tiny_pipeline(image=image, generator=_gen(), output_type="latent").images
+    assert latent.shape == (2, 32, 5, 7)
+    images, nfe = tiny_pipeline(image=image, generator=_gen(), output_type="pt", return_dict=False)
+    assert torch.equal(images, pt) and nfe == 2
+
+
+def test_tiled_flow_is_close_to_untiled(tiny_pipeline):
+    image = _smooth_images(1, 64, 64)
+    full = tiny_pipeline(image=image, generator=_gen(), output_type="pt", tile_size=0).images
+    tiled = tiny_pipeline(image=image, generator=_gen(), output_type="pt", tile_size=8, tile_overlap=4).images
+    assert torch.isfinite(tiled).all()
+    assert (tiled - full).abs().mean() < 0.05
+    auto = tiny_pipeline(image=image, generator=_gen(), output_type="pt").images
+    assert torch.equal(auto, full)  # small latents are not tiled by the automatic choice
+
+
+def test_latent_input(tiny_pipeline):
+    codec = tiny_pipeline.codec
+    with torch.no_grad():
+        latents = codec.encode(_smooth_images(1, 32, 40))
+        decoded = codec.decode(latents)
+    via_latents = tiny_pipeline(latents=latents, generator=_gen(), output_type="pt").images
+    via_image = tiny_pipeline(image=decoded, generator=_gen(), output_type="pt").images
+    assert via_latents.shape == (1, 3, 64, 80)
+    torch.testing.assert_close(via_latents, via_image)
+    bilinear = tiny_pipeline(latents=latents, generator=_gen(), output_type="pt", latent_upsample="bilinear").images
+    assert bilinear.shape == (1, 3, 64, 80) and (bilinear - via_image).abs().max() > 1e-3
+    four = tiny_pipeline(latents=latents, scale=4, latent_upsample="bilinear", output_type="latent").images
+    assert four.shape == (1, 32, 16, 20)
+    with pytest.raises(ValueError, match="latents"):
+        tiny_pipeline(latents=torch.zeros(1, 4, 8, 8))
+
+
+def test_save_load_round_trip(tiny_pipeline, tiny_pipeline_dir):
+    loaded = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
+    loaded.set_progress_bar_config(disable=True)
+    image = _smooth_images(1, 24, 32)
+    expected = tiny_pipeline(image=image, generator=_gen(3), output_type="pt").images
+    assert torch.equal(loaded(image=image, generator=_gen(3), output_type="pt").images, expected)
+    index = json.loads((tiny_pipeline_dir / "model_index.json").read_text())
+    assert index["flow"] == ["flowup", "FlowUNet"] and index["codec"] == ["flowup", "TAEF2Codec"]
+    assert index["noise_alpha"] == 0.9 and index["default_num_inference_steps"] == 2
+    assert (tiny_pipeline_dir / "flow" / "diffusion_pytorch_model.safetensors").is_file()
+    assert loaded.config.default_solver == "euler"
+
+
+def test_save_float16(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "half", torch_dtype=torch.float16)
+    weights = load_file(tmp_path / "half" / "flow" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    assert tiny_pipeline.flow.dtype == torch.float32  # the pipeline itself is unchanged
+    loaded = FlowUpPipeline.from_pretrained(tmp_path / "half", torch_dtype=torch.float32)
+    assert loaded.flow.dtype == torch.float32
+
+
+def test_standard_taef2_is_not_copied(tiny_pipeline, tmp_path, monkeypatch):
+    # "standard weights" = whatever the weights search finds; point it at a fake TAEF2 folder
+    weights = tmp_path / "taef2"
+    weights.mkdir()
+    torch.manual_seed(4)
+    reference = TAEF2Codec()
+    torch.save(reference.encoder.state_dict(), weights / "encoder.pth")
+    torch.save(reference.decoder.state_dict(), weights / "decoder.pth")
+    monkeypatch.setenv("FLOWUP_TAEF2", str(weights))
+    pipe = FlowUpPipeline(flow=tiny_pipeline.flow, codec=TAEF2Codec.from_taesd_weights(weights), noise_alpha=0.8,
+                          default_num_inference_steps=2)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "model")
+    assert not (tmp_path / "model" / "codec").exists()
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["codec_spec"] == "taef2" and index["codec"] == [None, None]
+    loaded = FlowUpPipeline.from_pretrained(tmp_path / "model")
+    loaded.set_progress_bar_config(disable=True)
+    image = _smooth_images(1, 16, 24)
+    a = pipe(image=image, generator=_gen(), output_type="pt").images
+    assert torch.equal(loaded(image=image, generator=_gen(), output_type="pt").images, a)
+    # a codec that differs from the standard weights is saved
+    pipe.codec.decoder[1].bias.data += 0.1
+    pipe.save_pretrained(tmp_path / "changed")
+    assert (tmp_path / "changed" / "codec" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no such directory"):
+        FlowUpPipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="model_index.json"):
+        FlowUpPipeline.from_pretrained(tmp_path / "empty")
+
+
+def test_default_model_path_names_the_model_option(monkeypatch, tmp_path):
+    monkeypatch.setattr("flowup.pipeline.DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(ModelNotFoundError, match="--model"):
+        default_model_path()
+
+
+def test_rgba_and_greyscale_pil(tiny_pipeline):
+    rgba = _random_pil(15, 11, "RGBA")
+    out = tiny_pipeline(image=rgba, generator=_gen()).images[0]
+    assert out.mode == "RGBA" and out.size == (30, 22)
+    alpha = np.asarray(out)[..., 3].astype(float)
+    from flowup.image_io import upsample_alpha
+
+    expected = upsample_alpha(torch.from_numpy(np.asarray(rgba)[..., 3] / 255.0).float()[None], 2)[0]
+    np.testing.assert_allclose(alpha, (expected * 255).round().numpy(), atol=1)
+    grey = tiny_pipeline(image=_random_pil(10, 14, "L"), generator=_gen()).images[0]
+    assert grey.mode == "L" and grey.size == (20, 28)
+    la = tiny_pipeline(image=_random_pil(10, 14, "LA"), generator=_gen()).images[0]
+    assert la.mode == "LA"
+
+
+def test_bad_arguments(tiny_pipeline):
+    image = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="scale"):
+        tiny_pipeline(image=image, scale=3)
+    with pytest.raises(ValueError, match="output_type"):
+        tiny_pipeline(image=image, output_type="jpeg")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tiny_pipeline(image=image * 2 - 1)
+    with pytest.raises(ValueError, match="exactly one"):
+        tiny_pipeline()
+    with pytest.raises(ValueError, match="solver"):
+        tiny_pipeline(image=image, solver="heun")
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        tiny_pipeline(image=image, num_inference_steps=0)
+
+
+def test_pad_to_multiple_reflects_repeatedly():
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    y = _pad_to_multiple(x, 8)
+    assert y.shape == (1, 1, 8, 8)
+    assert torch.equal(y[..., :2, :3], x)
+    assert _pad_to_multiple(torch.ones(1, 1, 1, 1), 4).shape == (1, 1, 4, 4)
+
+
+def test_pipeline_components_are_registered(tiny_pipeline):
+    assert set(tiny_pipeline.components) == {"flow", "codec"}
+    assert make_tiny_pipeline().config.noise_alpha == 0.9
