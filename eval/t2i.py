@@ -119,7 +119,27 @@ def load_text_to_image(source: str, device: str, dtype: str = "float32", lora: s
     return pipe.to(device)
 
 
-class _ClipScore:
+class _TensorFeatures(torch.nn.Module):
+    """A ``CLIPModel`` whose ``get_*_features`` return tensors: transformers 5 returns output objects
+    (projected embeddings in ``pooler_output``), which torchmetrics' ``CLIPScore`` cannot use."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(out: Any) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+class ClipScore:
     """torchmetrics ``CLIPScore`` from a local CLIP folder, or unavailable with a reason."""
 
     def __init__(self, folder: str | None, device: str):
@@ -133,7 +153,7 @@ class _ClipScore:
             from transformers import CLIPModel, CLIPProcessor
 
             def load():
-                return CLIPModel.from_pretrained(folder), CLIPProcessor.from_pretrained(folder)
+                return _TensorFeatures(CLIPModel.from_pretrained(folder)), CLIPProcessor.from_pretrained(folder)
 
             self.metric = CLIPScore(model_name_or_path=load).to(device)
         except Exception as err:  # noqa: BLE001
@@ -193,7 +213,7 @@ def run_t2i(
     if direct is None and config.direct:
         direct = load_text_to_image(config.direct, config.device, config.dtype, config.direct_lora)
     chain = BoostedTextToImage(base, flowup)
-    clip = _ClipScore(config.clip_model, config.device)
+    clip = ClipScore(config.clip_model, config.device)
     if clip.metric is None:
         unavailable["CLIP score"] = clip.reason
 

@@ -139,7 +139,34 @@ def tiny_sd_dir(tmp_path_factory):
     return folder
 
 
-def test_t2i_compares_base_plus_flowup_with_direct(tiny_sd_dir, tiny_pipeline_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=1000,
+                bos_token_id=0, eos_token_id=2, pad_token_id=1)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("clip") / "clip"
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def test_clip_score_from_a_local_folder_or_unavailable(tiny_clip_dir):
+    from eval.t2i import ClipScore
+
+    clip = ClipScore(str(tiny_clip_dir), "cpu")
+    assert clip.metric is not None, clip.reason
+    image = torch.rand(1, 3, 40, 40)
+    score = clip(image, "a red cube")
+    assert score is not None and score == clip(image, "a red cube")
+    missing = ClipScore(None, "cpu")
+    assert missing(image, "a red cube") is None and "--clip-model" in missing.reason
+
+
+def test_t2i_compares_base_plus_flowup_with_direct(tiny_sd_dir, tiny_pipeline_dir, tiny_clip_dir, tmp_path):
     from eval.t2i import T2IConfig, load_text_to_image, run_t2i
 
     prompts = tmp_path / "prompts.txt"
@@ -154,7 +181,8 @@ def test_t2i_compares_base_plus_flowup_with_direct(tiny_sd_dir, tiny_pipeline_di
     features = FeatureExtractor(net, "random test features", input_size=32, input_range=(-1.0, 1.0))
     config = T2IConfig(prompts=str(prompts), reference=str(refs), base=str(tiny_sd_dir), base_size=16, base_steps=2,
                        scale=2, model=str(tiny_pipeline_dir), flow_steps=2, solver="euler", direct=str(tiny_sd_dir),
-                       direct_steps=2, out=str(tmp_path / "out"), device="cpu", patch_size=16, kid_subsets=5)  # fmt: skip
+                       direct_steps=2, out=str(tmp_path / "out"), device="cpu", patch_size=16, kid_subsets=5,
+                       clip_model=str(tiny_clip_dir))  # fmt: skip
     base = load_text_to_image(config.base, "cpu")
     direct = load_text_to_image(config.direct, "cpu")
     result = run_t2i(config, base=base, direct=direct, feature_extractor=features)
@@ -163,8 +191,9 @@ def test_t2i_compares_base_plus_flowup_with_direct(tiny_sd_dir, tiny_pipeline_di
     for s in result["summaries"]:
         assert s["images"] == 3 and s["fid"] is not None and s["patch_fid"] is not None and s["time_per_image_s"] > 0
         assert s["patches"] == 3 * 4  # 32 px images, 16 px grid
+        assert s["clip_score"] is not None
     assert result["summaries"][0]["nfe"] == 2
-    assert "CLIP score" in result["unavailable"]
+    assert "CLIP score" not in result["unavailable"]
     out = tmp_path / "out"
     for name in ["per_image.csv", "per_image.json", "summary.csv", "summary.json", "report.md", "samples.png",
                  "plots/quality_vs_time.png"]:  # fmt: skip
