@@ -54,12 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _register_upscale(subparsers)
-    try:
-        from flowup import generate_cli
-    except ImportError:  # pragma: no cover - the generate command is optional
-        generate_cli = None
-    if generate_cli is not None:
-        generate_cli.register(subparsers)
+    from flowup import generate_cli
+
+    generate_cli.register(subparsers)
     return parser
 
 
