@@ -67,7 +67,7 @@ class FlowMatchingModule(pl.LightningModule):
             layers_per_block=layers_per_block,
             norm_num_groups=norm_num_groups,
         )
-        self._codec: Codec | None = None
+        self._codec_holder: list[Codec] = []  # a list, so the frozen codec is no submodule (not in checkpoints)
 
     # ---------------------------------------------------------------- training
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -104,9 +104,12 @@ class FlowMatchingModule(pl.LightningModule):
     @property
     def codec(self) -> Codec:
         """The frozen codec used to decode validation samples (not part of the checkpoint)."""
-        if self._codec is None:
-            self._codec = load_codec(self.hparams.codec).to(self.device)
-        return self._codec
+        if not self._codec_holder:
+            self._codec_holder.append(load_codec(self.hparams.codec))
+        codec = self._codec_holder[0]
+        if codec.device != self.device:
+            codec.to(self.device)
+        return codec
 
     @torch.no_grad()
     def upscale_latents(self, cond: torch.Tensor, num_steps: int, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Training: latent cache, Lightning fit, resume, DDP on gloo, export (train/)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from flowup.codecs import TAEF2Codec
+from flowup.models import FlowUNet
+from train.latent_cache import CacheRecipe, LatentPairDataset, prepare_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Tiny photos (one corrupt), a random saved codec, and a latent cache made from them."""
+    root = tmp_path_factory.mktemp("train")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray((rng.random((80 + 8 * i, 96, 3)) * 255).astype("uint8")).save(images / f"{i}.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    torch.manual_seed(0)
+    codec = TAEF2Codec().eval()
+    codec.save_pretrained(root / "codec")
+    recipe = CacheRecipe(image_dirs=[str(images)], codec=str(root / "codec"), crop_size=64, crops_per_image=2,
+                         extra_crop_min_side=10_000, seed=1)
+    written = prepare_cache(recipe, root / "cache", codec=codec, shard_size=4, batch_size=3, progress=False)
+    return {"root": root, "images": images, "codec": root / "codec", "cache": root / "cache", "written": written}
+
+
+def test_prepare_cache_skips_bad_files_and_records_recipe(workspace):
+    cache = workspace["cache"]
+    assert workspace["written"] == 10  # 5 readable images x 2 crops; the corrupt file skipped
+    shards = sorted(cache.glob("shard-*.safetensors"))
+    assert len(shards) >= 2 and not list(cache.glob("*.tmp"))  # shard_size=4: several shards
+    assert sum(load_file(str(s))["hr"].shape[0] for s in shards) == 10
+    tensors = load_file(str(shards[0]))
+    assert tensors["hr"].shape[1:] == (32, 8, 8) and tensors["hr"].dtype == torch.float16
+    assert tensors["src"].shape == tensors["hr"].shape
+    assert json.loads((cache / "recipe.json").read_text())["crop_size"] == 64
+    assert not torch.equal(tensors["hr"], tensors["src"])
+
+
+def test_latent_dataset_random_subcrops(workspace):
+    data = LatentPairDataset(workspace["cache"], latent_size=4, samples_per_epoch=20)
+    assert len(data) == 20
+    torch.manual_seed(0)
+    items = [data[i] for i in range(20)]
+    assert items[0]["src"].shape == (32, 4, 4) and items[0]["hr"].dtype == torch.float32
+    assert len({tuple(it["hr"].flatten()[:4].tolist()) for it in items}) > 10
+    with pytest.raises(ValueError):
+        LatentPairDataset(workspace["cache"], latent_size=16)
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        LatentPairDataset(workspace["root"] / "images")
+
+
+def _config(workspace, run: Path, max_steps: int, **trainer) -> Path:
+    config = {
+        "seed_everything": 0,
+        "model": {"block_out_channels": [32, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                  "codec": str(workspace["codec"]), "val_steps": [1, 2], "warmup_steps": 2},
+        "data": {"cache_dir": str(workspace["cache"]), "latent_size": 4, "batch_size": 2, "samples_per_epoch": 6,
+                 "val_dirs": [str(workspace["images"])], "val_crop": 64, "val_limit": 2},
+        "trainer": {
+            "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "val_check_interval": 3,
+            "check_val_every_n_epoch": None,
+            "log_every_n_steps": 1, "num_sanity_val_steps": 0, "default_root_dir": str(run),
+            "enable_progress_bar": False, "enable_model_summary": False,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run)}},
+            "callbacks": [
+                {"class_path": "train.ema.WarmupEMA", "init_args": {"decay": 0.99}},
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": str(run / "ckpt"), "every_n_train_steps": 2, "save_last": True,
+                               "save_top_k": -1}},
+            ],
+            **trainer,
+        },
+    }
+    path = run / "config.yaml"
+    run.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_validates_checkpoints_and_resumes(workspace, tmp_path):
+    from train.cli import cli_main
+
+    config = _config(workspace, tmp_path / "run", max_steps=4)
+    cli = cli_main(["fit", "--config", str(config)])
+    assert cli.trainer.global_step == 4
+    ckpt_path = tmp_path / "run" / "ckpt" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
+    # The EMA (Lightning's WeightAveraging) keeps the average in state_dict, the live weights beside it.
+    assert "current_model_state" in ckpt and "averaging_state" in ckpt
+    key = "model.unet.conv_in.weight"
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+    grids = list((tmp_path / "run").rglob("val_grids/*.png"))
+    assert grids, "validation writes an image grid"
+    metrics = (next((tmp_path / "run").rglob("metrics.csv"))).read_text()
+    assert "val/psnr_1step" in metrics and "train/loss" in metrics
+
+    # Resume (as after a kill): the step, the optimizer and the EMA continue from the checkpoint.
+    seen = {}
+
+    class Probe(__import__("lightning").pytorch.Callback):
+        def on_train_start(self, trainer, pl_module):
+            ema = next(cb for cb in trainer.callbacks if type(cb).__name__ == "WarmupEMA")
+            seen["step"] = trainer.global_step
+            seen["exp_avg"] = next(iter(trainer.optimizers[0].state.values()))["exp_avg"].clone()
+            seen["live"] = pl_module.state_dict()[key].clone()
+            seen["ema"] = ema._average_model.module.state_dict()[key].clone()
+
+    config2 = _config(workspace, tmp_path / "resumed", max_steps=6)
+    from train.cli import FlowUpCLI
+    from train.datamodule import LatentPairDataModule
+    from train.module import FlowMatchingModule
+
+    cli2 = FlowUpCLI(FlowMatchingModule, LatentPairDataModule, seed_everything_default=0, run=False,
+                     args=["--config", str(config2)], save_config_kwargs={"overwrite": True})
+    cli2.trainer.callbacks.append(Probe())
+    cli2.trainer.fit(cli2.model, cli2.datamodule, ckpt_path=str(ckpt_path))
+    assert seen["step"] == 4 and cli2.trainer.global_step == 6
+    first_param_state = next(iter(ckpt["optimizer_states"][0]["state"].values()))
+    assert torch.equal(seen["exp_avg"], first_param_state["exp_avg"])
+    assert torch.equal(seen["live"], ckpt["current_model_state"][key])
+    assert torch.equal(seen["ema"], ckpt["state_dict"][key])
+
+
+def test_export_writes_a_pipeline_with_the_ema_weights(workspace, tmp_path):
+    from flowup.pipeline import FlowUpPipeline
+    from train.cli import cli_main
+    from train.export import export_checkpoint
+
+    config = _config(workspace, tmp_path / "run", max_steps=2)
+    cli_main(["fit", "--config", str(config)])
+    ckpt_path = tmp_path / "run" / "ckpt" / "last.ckpt"
+    out = export_checkpoint(ckpt_path, tmp_path / "exported", dtype=torch.float16, num_inference_steps=3)
+    weights = load_file(str(out / "flow" / "diffusion_pytorch_model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    ema = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    key = "unet.conv_in.weight"
+    assert torch.equal(weights[key], ema["model." + key].half())
+    pipe = FlowUpPipeline.from_pretrained(out)
+    assert pipe.config.default_num_inference_steps == 3 and pipe.config.noise_alpha == pytest.approx(0.9)
+    assert isinstance(pipe.flow, FlowUNet)
+    image = pipe(image=torch.rand(1, 3, 16, 16), output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 3, 32, 32)
+    assert json.loads((out / "training.json").read_text())["global_step"] == 2
+
+
+def test_ddp_two_cpu_processes_on_gloo(workspace, tmp_path):
+    config = _config(workspace, tmp_path / "ddp", max_steps=2, strategy="ddp", devices=2, val_check_interval=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2" in proc.stderr + proc.stdout or "distributed_backend=gloo" in proc.stderr + proc.stdout
+    ckpt = torch.load(tmp_path / "ddp" / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
