@@ -159,7 +159,8 @@ def _distances(real: torch.Tensor | None, fake: torch.Tensor | None, subsets: in
         n = 0 if fake is None else len(fake)
         reasons.setdefault(what, f"fewer than 2 {'patches' if what == 'patch-FID/KID' else 'images'} ({n})")
         return {"fid": None, "kid_mean": None, "kid_std": None, "kid_subset": None}
-    return distribution_distances(real, fake, kid_subsets=subsets)
+    # outputs and high-res images (and their grid patches) come in the same order: paired sets
+    return distribution_distances(real, fake, kid_subsets=subsets, paired=len(real) == len(fake))
 
 
 def run_evaluation(
@@ -176,6 +177,12 @@ def run_evaluation(
         raise ValueError(f"two methods share a label: {labels}; name them with LABEL=SPEC")
     paths = list_images(config.hr, config.limit)
     roots = [Path(folder).expanduser() for folder in config.hr]
+    ctx = MethodContext(
+        scale=config.scale, device=config.device, model=config.model, codec_spec=config.codec, codec=codec,
+        sd_upscaler=config.sd_upscaler, sd_prompt=config.sd_prompt, seed=config.seed,
+    )  # fmt: skip
+    if methods is None:
+        methods = [build_method(spec, ctx) for spec in specs]
     unavailable: dict[str, str] = {}
 
     if feature_extractor is None and not fid_disabled(config.fid_features):
@@ -196,13 +203,6 @@ def run_evaluation(
     for path in tqdm(paths, desc="loading images", leave=False):
         root = next((r for r in roots if r in path.parents), None)
         images.append(prepare_image(path, config.scale, root, config.crop))
-
-    ctx = MethodContext(
-        scale=config.scale, device=config.device, model=config.model, codec_spec=config.codec, codec=codec,
-        sd_upscaler=config.sd_upscaler, sd_prompt=config.sd_prompt, seed=config.seed,
-    )  # fmt: skip
-    if methods is None:
-        methods = [build_method(spec, ctx) for spec in specs]
 
     real = _FeatureBank(feature_extractor, config.patch_size)
     for image in tqdm(images, desc="features of high-res", leave=False):

@@ -8,7 +8,8 @@
 - :func:`distribution_distances`: FID and KID between two sets of features (see
   :mod:`eval.features`), computed by torchmetrics' ``FrechetInceptionDistance`` and
   ``KernelInceptionDistance`` on precomputed features. The KID subset size adapts to small sets:
-  ``min(1000, n_real, n_fake)``.
+  ``min(1000, n_real, n_fake)``. For paired sets (outputs against their own high-res images) KID
+  uses :func:`paired_kid`, the estimator that stays unbiased when samples are matched.
 - :func:`grid_patches`: the fixed grid of non-overlapping ``size x size`` patches for patch-FID /
   patch-KID, anchored at the top-left corner; a remainder narrower than ``size`` is dropped, and an
   image smaller than ``size`` in a side contributes no patch (reports give the patch count).
@@ -37,6 +38,7 @@ __all__ = [
     "grid_patches",
     "kid_subset_size",
     "distribution_distances",
+    "paired_kid",
     "LpipsMetric",
 ]
 
@@ -114,12 +116,43 @@ class _Precomputed(nn.Module):
         return features
 
 
+def paired_kid(
+    real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = KID_MAX_SUBSET, seed: int = 0
+) -> tuple[float, float]:
+    """KID (mean, std over subsets) of *paired* feature sets ``(N, F)``: ``fake[i]`` made from ``real[i]``.
+
+    KID's usual unbiased estimator (torchmetrics) averages the cross kernel over all ``N^2`` pairs,
+    which assumes independent sets; when ``fake[i]`` is a reconstruction of ``real[i]`` the ``N``
+    matched pairs inflate that term and KID comes out strongly negative. Here the cross term skips
+    the matched pairs: the U-statistic ``1/(m(m-1)) sum_{i != j} k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j)
+    - k(x_j,y_i)`` (Gretton et al. 2012, eq. 3), unbiased for paired samples; kernel
+    ``(x.y / F + 1)^3`` as KID. Subsets of ``min(subset_size, N)`` pairs keep the pairing.
+    """
+    if real.shape != fake.shape or real.ndim != 2 or len(real) < 2:
+        raise ValueError(f"paired KID needs two (N, F) sets of one shape with N >= 2, got {tuple(real.shape)}, {tuple(fake.shape)}")
+    n, dim = real.shape
+    m = min(subset_size, n)
+    generator = torch.Generator().manual_seed(seed)
+    off_diagonal = ~torch.eye(m, dtype=torch.bool)
+    values = []
+    for _ in range(subsets):
+        index = torch.randperm(n, generator=generator)[:m]
+        x, y = real[index].double(), fake[index].double()
+        k_xx, k_yy, k_xy = (((a @ b.T) / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        h = k_xx + k_yy - k_xy - k_xy.T
+        values.append(h[off_diagonal].sum() / (m * (m - 1)))
+    stacked = torch.stack(values)
+    return float(stacked.mean()), float(stacked.std(unbiased=False))
+
+
 def distribution_distances(
-    real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 100, seed: int = 0
+    real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 100, seed: int = 0, paired: bool = False
 ) -> dict[str, float]:
     """FID, KID mean and KID std between feature sets ``real (N, F)`` and ``fake (M, F)``.
 
-    Both sets need at least 2 samples (else ``ValueError``).
+    ``paired``: ``fake[i]`` was made from the same image as ``real[i]`` (super-resolution outputs
+    against their high-res images): KID then uses :func:`paired_kid`. Both sets need at least 2
+    samples (else ``ValueError``).
     """
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"expected feature matrices (N, F) and (M, F), got {tuple(real.shape)} and {tuple(fake.shape)}")
@@ -130,6 +163,9 @@ def distribution_distances(
     fid.update(real.double(), real=True)
     fid.update(fake.double(), real=False)
     subset = kid_subset_size(len(real), len(fake))
+    if paired:
+        kid_mean, kid_std = paired_kid(real, fake, subsets=kid_subsets, subset_size=subset, seed=seed)
+        return {"fid": float(fid.compute()), "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset": subset}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset)

@@ -16,6 +16,7 @@ from eval.metrics import (
     distribution_distances,
     grid_patches,
     kid_subset_size,
+    paired_kid,
     psnr_y,
     quantize,
     rgb_to_y,
@@ -96,6 +97,19 @@ def test_fid_of_identical_sets_is_zero_and_of_different_sets_is_not():
     other = distribution_distances(real, extractor(images.flip(-1) * 0.5), kid_subsets=10)
     assert other["fid"] > 10 * max(abs(same["fid"]), 1e-6)
     assert other["kid_mean"] > abs(same["kid_mean"])
+
+
+def test_paired_kid_is_zero_for_identical_and_positive_for_reconstructions():
+    torch.manual_seed(0)
+    real = torch.randn(14, 64) + torch.randn(1, 64)
+    assert paired_kid(real, real.clone())[0] == pytest.approx(0.0, abs=1e-9)
+    fake = real + 0.3 * torch.randn(14, 64)  # each fake made from its real: paired sets
+    unpaired = distribution_distances(real, fake, kid_subsets=5)["kid_mean"]
+    paired = distribution_distances(real, fake, kid_subsets=5, paired=True)["kid_mean"]
+    assert unpaired < -1.0  # the all-pairs estimator breaks on matched samples
+    assert 0 < paired < 0.2
+    with pytest.raises(ValueError, match="paired"):
+        paired_kid(real, fake[:5])
 
 
 def test_distribution_distances_need_two_samples():
