@@ -68,8 +68,8 @@ def test_latent_dataset_random_subcrops(workspace):
 def _config(workspace, run: Path, max_steps: int, **trainer) -> Path:
     config = {
         "seed_everything": 0,
-        "model": {"block_out_channels": [32, 32], "layers_per_block": 1, "norm_num_groups": 8,
-                  "codec": str(workspace["codec"]), "val_steps": [1, 2], "warmup_steps": 2},
+        "model": {"class_path": "train.module.FlowMatchingModule", "init_args": {"block_out_channels": [32, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                  "codec": str(workspace["codec"]), "val_steps": [1, 2], "warmup_steps": 2}},
         "data": {"cache_dir": str(workspace["cache"]), "latent_size": 4, "batch_size": 2, "samples_per_epoch": 6,
                  "val_dirs": [str(workspace["images"])], "val_crop": 64, "val_limit": 2},
         "trainer": {
@@ -123,12 +123,7 @@ def test_fit_validates_checkpoints_and_resumes(workspace, tmp_path):
             seen["ema"] = ema._average_model.module.state_dict()[key].clone()
 
     config2 = _config(workspace, tmp_path / "resumed", max_steps=6)
-    from train.cli import FlowUpCLI
-    from train.datamodule import LatentPairDataModule
-    from train.module import FlowMatchingModule
-
-    cli2 = FlowUpCLI(FlowMatchingModule, LatentPairDataModule, seed_everything_default=0, run=False,
-                     args=["--config", str(config2)], save_config_kwargs={"overwrite": True})
+    cli2 = cli_main(["--config", str(config2)], run=False)
     cli2.trainer.callbacks.append(Probe())
     cli2.trainer.fit(cli2.model, cli2.datamodule, ckpt_path=str(ckpt_path))
     assert seen["step"] == 4 and cli2.trainer.global_step == 6
