@@ -162,7 +162,7 @@ def prepare_cache(
 
 
 class LatentPairDataset(Dataset):
-    """Random ``latent_size`` sub-crops of cached latent pairs.
+    """Random ``latent_size`` sub-crops of cached latent pairs (all shards under ``cache_dir``).
 
     Item: ``{"src": (C, s, s), "hr": (C, s, s)}`` float32. ``samples_per_epoch`` sets the epoch
     length (each item is a fresh random crop of a random pair).
@@ -170,7 +170,7 @@ class LatentPairDataset(Dataset):
 
     def __init__(self, cache_dir: str | Path, latent_size: int = 32, samples_per_epoch: int | None = None):
         cache_dir = Path(cache_dir)
-        shards = sorted(cache_dir.glob("shard-*.safetensors"))
+        shards = sorted(cache_dir.rglob("shard-*.safetensors"))  # subfolders: caches made in parts
         if not shards:
             raise FileNotFoundError(f"no latent shards in {cache_dir}; run `python -m train prepare` first")
         parts = [load_file(str(s)) for s in shards]
