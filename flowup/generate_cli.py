@@ -34,6 +34,19 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+EXAMPLES = """\
+examples:
+  flowup generate --base path/to/stable-diffusion-v1-5 --prompt "a cat" -o out/
+      out/0000_a-cat.png (1024 px), out/0000_a-cat_base.png (512 px), out/generate.json
+  flowup generate --base stabilityai/sdxl-turbo --base-size 512 --steps 1 --guidance-scale 0 \\
+      --prompts prompts.txt --num-images 4 --seed 100 --scale 4 -o out/ --offload
+  flowup generate --base path/to/sd15 --prompt "a cat" --model runs/taef2-x2 --flow-steps 4 -o out/
+
+Image i (over all prompts) uses seed + i for the base model and for flowup. On "out of memory":
+--offload, --dtype float16, --batch-size 1 or a smaller --base-size. See docs/generate.md.
+"""
+
+
 class BaseModelError(RuntimeError):
     """The base model could not be loaded or run; the message is one line for the user."""
 
@@ -86,6 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="text -> image with a base diffusion model, boosted by flowup",
         description="Generate images with a frozen diffusers text-to-image pipeline at its own low "
         "resolution, then upscale them with flowup.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)
@@ -94,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """A standalone parser (``python -m flowup.generate_cli``)."""
-    parser = argparse.ArgumentParser(prog="flowup generate", description="text -> image boosted by flowup")
+    parser = argparse.ArgumentParser(prog="flowup generate", description="text -> image boosted by flowup",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
@@ -278,8 +294,8 @@ def _generate(args: argparse.Namespace) -> dict:
         raise GenerateError(f"-o {args.output}: {err.strerror or _one_line(err)}") from None
 
     start = time.perf_counter()
+    upscaler = _load_flowup(args.model)  # small: fail fast before loading a large base model
     base = load_base_pipeline(args.base, dtype=dtype)
-    upscaler = _load_flowup(args.model)
     load_s = time.perf_counter() - start
     base.set_progress_bar_config(disable=args.quiet, leave=False)
     if hasattr(upscaler, "set_progress_bar_config"):

@@ -97,13 +97,16 @@ class StageTimings:
         )
 
     def summary(self) -> str:
-        """One line, e.g. ``base 2.10 s | base decode 0.20 s | flow 0.90 s | decode 0.10 s | total 3.30 s``."""
+        """One line, e.g. ``base 2.10 s | base decode 0.20 s | flowup 0.90 s (encode + flow + decode) | total 3.20 s``."""
         parts = [f"base {self.base:.2f} s" + (" (incl. its VAE decode)" if self.base_decode_included else "")]
         if self.base_decode:
             parts.append(f"base decode {self.base_decode:.2f} s")
         if self.offload:
             parts.append(f"offload {self.offload:.2f} s")
-        parts.append(f"flow {self.flow:.2f} s" + (" (incl. decode)" if self.decode is None else ""))
+        if self.decode is None:
+            parts.append(f"flowup {self.flow:.2f} s (encode + flow + decode)")
+        else:
+            parts.append(f"flow {self.flow:.2f} s")
         if self.decode is not None:
             parts.append(f"decode {self.decode:.2f} s")
         parts.append(f"total {self.total:.2f} s")

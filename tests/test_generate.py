@@ -357,6 +357,16 @@ def test_cli_missing_weights_is_one_line(tiny_sd_dir, tiny_pipeline_dir, tmp_pat
     assert err.startswith("flowup generate: error: base model") and "cannot load it" in err and "\n" not in err
 
 
+def test_cli_converts_an_img2img_folder_to_text_to_image(tiny_sd, tiny_pipeline_dir, tmp_path):
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    folder = tmp_path / "img2img"
+    StableDiffusionImg2ImgPipeline(**tiny_sd.components).save_pretrained(folder)
+    out = tmp_path / "out"
+    assert _cli(_cli_args(folder, tiny_pipeline_dir, out, "--prompt", "a cat")) == 0
+    assert Image.open(out / "0000_a-cat.png").size == (2 * BASE_SIZE, 2 * BASE_SIZE)
+
+
 def test_cli_no_prompt_and_latents_with_other_codec(tiny_sd_dir, tiny_pipeline_dir, tmp_path, capsys):
     assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out")) == 1
     assert "no prompt" in capsys.readouterr().err
