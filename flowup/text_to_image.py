@@ -255,10 +255,18 @@ def shares_codec(base: Any, upscaler: Any) -> tuple[bool, str]:
     if ours.keys() != theirs.keys():
         return False, "the VAE architectures differ"
     for key, value in ours.items():
-        other = theirs[key]
-        if value.shape != other.shape or not torch.equal(value.detach().cpu().float(), other.detach().cpu().float()):
+        other = theirs[key].to(value.device)
+        if value.shape != other.shape or not torch.equal(*_at_common_precision(value, other)):
             return False, "the VAE weights differ"
     return True, ""
+
+
+def _at_common_precision(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors in the less precise of their dtypes (a float16 copy of a float32 VAE is the same VAE)."""
+    if a.dtype == b.dtype or not (a.is_floating_point() and b.is_floating_point()):
+        return a, b
+    low = a.dtype if torch.finfo(a.dtype).bits < torch.finfo(b.dtype).bits else b.dtype
+    return a.to(low), b.to(low)
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:

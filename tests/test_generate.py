@@ -221,6 +221,12 @@ def test_pil_output_and_non_square_base(tiny_sd, tiny_pipeline):
 def test_latent_path_with_the_same_codec(tiny_sd):
     upscaler = _same_codec_pipeline(tiny_sd)
     assert shares_codec(tiny_sd, upscaler) == (True, "")
+    # a separately loaded copy, even in half precision, is still the same codec
+    copy = _same_codec_pipeline(tiny_sd)
+    copy.codec.vae = type(tiny_sd.vae).from_config(tiny_sd.vae.config)
+    copy.codec.vae.load_state_dict(tiny_sd.vae.state_dict())
+    assert shares_codec(tiny_sd, copy) == (True, "")
+    assert shares_codec(tiny_sd, copy.to(dtype=torch.float16)) == (True, "")
     chain = BoostedTextToImage(tiny_sd, upscaler, upsample_in="latents")
     kwargs = dict(base_size=BASE_SIZE, num_inference_steps=BASE_STEPS, output_type="pt")
     out = chain("a cat", generator=_gen(0), **kwargs)
