@@ -4,7 +4,11 @@
 
 The checkpoint's ``state_dict`` holds the averaged (EMA) weights when the run used
 :class:`train.ema.WarmupEMA` (Lightning stores the average there); the live weights are ignored.
-The codec is referenced by its spec (``taef2``), not copied.
+The codec is referenced by its spec (``taef2``), not copied. ``training.json`` beside the model
+records the checkpoint, its hyperparameters and the training cost (wall-clock hours, hardware)
+that :class:`train.cost.TrainingCost` stored in the checkpoint, if any (``--info`` adds or overrides
+keys). The default number of steps is the module's ``default_num_inference_steps`` hyperparameter
+where it has one (distilled students, the regression baseline), else 4.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     flow.load_state_dict(state)
     hp["global_step"] = int(ckpt.get("global_step", 0))
+    hp["training_cost"] = ckpt.get("training_cost")  # from train.cost.TrainingCost, if the run had it
     return flow.eval(), hp
 
 
@@ -41,7 +46,7 @@ def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
     dtype: torch.dtype = torch.float16,
-    num_inference_steps: int = 4,
+    num_inference_steps: int | None = None,
     solver: str = "euler",
     training_info: dict | None = None,
 ) -> Path:
@@ -49,6 +54,9 @@ def export_checkpoint(
     from flowup.pipeline import FlowUpPipeline
 
     flow, hp = load_flow_from_checkpoint(checkpoint)
+    cost = hp.pop("training_cost", None)
+    if num_inference_steps is None:
+        num_inference_steps = int(hp.get("default_num_inference_steps", 4))
     codec = load_codec(hp.get("codec", "taef2"))
     pipe = FlowUpPipeline(
         flow=flow, codec=codec, noise_alpha=float(hp["noise_alpha"]), scale_factor=int(hp.get("scale", 2)),
@@ -58,6 +66,7 @@ def export_checkpoint(
     out_dir = Path(out_dir)
     pipe.to(dtype=dtype).save_pretrained(out_dir)
     info = {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp}
+    info.update(cost or {})
     info.update(training_info or {})
     (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
     return out_dir
@@ -68,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a Lightning .ckpt written by `python -m train fit`")
     parser.add_argument("out_dir", help="output folder (a FlowUpPipeline)")
     parser.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16")
-    parser.add_argument("--steps", type=int, default=4, help="default number of inference steps stored")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="default number of inference steps stored (default: the module's, else 4)")
     parser.add_argument("--solver", default="euler", help="default solver stored")
     parser.add_argument("--info", default=None, help="JSON file with extra training info (wall time, hardware)")
     args = parser.parse_args(argv)

@@ -164,8 +164,9 @@ def prepare_cache(
 class LatentPairDataset(Dataset):
     """Random ``latent_size`` sub-crops of cached latent pairs (all shards under ``cache_dir``).
 
-    Item: ``{"src": (C, s, s), "hr": (C, s, s)}`` float32. ``samples_per_epoch`` sets the epoch
-    length (each item is a fresh random crop of a random pair).
+    Item: ``{"src": (C, s, s), "hr": (C, s, s)}`` float32 (plus any further tensors the shards
+    hold, same window). ``samples_per_epoch`` sets the epoch length (each item is a fresh random
+    crop of a random pair).
     """
 
     def __init__(self, cache_dir: str | Path, latent_size: int = 32, samples_per_epoch: int | None = None):
@@ -176,6 +177,9 @@ class LatentPairDataset(Dataset):
         parts = [load_file(str(s)) for s in shards]
         self.hr = torch.cat([p["hr"] for p in parts])
         self.src = torch.cat([p["src"] for p in parts])
+        # Further tensors of the same shape (e.g. a distillation cache's "noise" and "target",
+        # train.distill) are cropped with the same window and returned beside src / hr.
+        self.extra = {k: torch.cat([p[k] for p in parts]) for k in sorted(parts[0]) if k not in ("hr", "src")}
         self.recipe = json.loads((cache_dir / "recipe.json").read_text()) if (cache_dir / "recipe.json").exists() else {}
         full = self.hr.shape[-1]
         if latent_size > full:
@@ -193,4 +197,6 @@ class LatentPairDataset(Dataset):
         s, full = self.latent_size, self.hr.shape[-1]
         top, left = (int(v) for v in torch.randint(full - s + 1, (2,)))
         window = (slice(None), slice(top, top + s), slice(left, left + s))
-        return {"src": self.src[i][window].float(), "hr": self.hr[i][window].float()}
+        item = {"src": self.src[i][window].float(), "hr": self.hr[i][window].float()}
+        item.update({k: v[i][window].float() for k, v in self.extra.items()})
+        return item
