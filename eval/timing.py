@@ -5,7 +5,8 @@
 - Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (reset before the call); on CPU, the
   process resident-set high-water mark (``VmHWM``), reset before the call through
   ``/proc/self/clear_refs`` where Linux allows it, else ``resource.getrusage`` (never reset, so
-  an upper bound). CPU figures include the harness itself (models, images, metrics).
+  an upper bound). CPU figures include the whole process (libraries, models, images, memory the
+  allocator kept).
 """
 
 from __future__ import annotations
