@@ -462,8 +462,9 @@ def _library_chatter(quiet: bool):
     except ImportError:  # transformers is only needed by some base pipelines
         transformers_logging = None
     if transformers_logging is not None:
-        t_verbosity = transformers_logging.get_verbosity()
+        t_verbosity, t_bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
         transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
@@ -472,6 +473,8 @@ def _library_chatter(quiet: bool):
             diffusers_logging.enable_progress_bar()
         if transformers_logging is not None:
             transformers_logging.set_verbosity(t_verbosity)
+            if t_bars:
+                transformers_logging.enable_progress_bar()
 
 
 def run(args: argparse.Namespace) -> int:
