@@ -89,7 +89,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.kind = "CUDA max_memory_allocated"
         elif _reset_vmhwm() and _read_vmhwm_kib() is not None:
-            self.kind = "process RSS high-water (reset per method)"
+            self.kind = "process RSS high-water (reset per call)"
         else:
             self.kind = "process RSS high-water (since start)"
         return self
