@@ -244,22 +244,10 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def _save_png(image, path: Path) -> None:
-    """Write ``image`` (PIL) atomically, with the pipeline helper's ``save_image`` when it exists."""
-    try:
-        from flowup.image_io import save_image
-    except ImportError:
-        save_image = None
-    if save_image is not None:
-        save_image(image, path)
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``image`` (PIL) atomically (:func:`flowup.image_io.save_image`)."""
+    from flowup.image_io import save_image
+
+    save_image(image, path)
 
 
 def _write_json(data: dict, path: Path) -> None:
