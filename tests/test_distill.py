@@ -259,3 +259,41 @@ def test_regression_baseline_exports_one_noiseless_step(workspace, tmp_path):
     cost = json.loads((out / "training.json").read_text())
     assert cost["wall_clock_hours"] > 0 and cost["hardware"].startswith("CPU")
     assert cost["stages"][0]["global_step"] == 3 and cost["hyper_parameters"]["noise_alpha"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes and the cost callback
+
+
+@pytest.mark.parametrize("recipe", ["distill_1step", "distill_2step", "regression"])
+def test_recipes_build(workspace, tmp_path, recipe):
+    from lightning.pytorch.callbacks import Timer
+
+    from train.cli import cli_main
+    from train.cost import TrainingCost
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "configs" / "train" / f"{recipe}.yaml").read_text())
+    args = ["--config", str(root / "configs" / "train" / f"{recipe}.yaml"), "--data.val_dirs", "null",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    if recipe.startswith("distill"):
+        args += ["--model.init_args.teacher", str(workspace["teacher"]), "--data.cache_dir", str(workspace["targets"])]
+    cli = cli_main(args, run=False)
+    assert type(cli.model).__name__ == config["model"]["class_path"].rsplit(".", 1)[1]
+    assert cli.model.hparams.default_num_inference_steps == config["model"]["init_args"].get("student_steps", 1)
+    assert any(type(cb) is TrainingCost for cb in cli.trainer.callbacks)
+    assert any(type(cb) is Timer for cb in cli.trainer.callbacks)  # max_time is honoured beside TrainingCost
+
+
+def test_training_cost_adds_up_over_resumes():
+    from train.cost import TrainingCost, combine_costs
+
+    callback = TrainingCost()
+    callback.load_state_dict({"seconds": 3600.0})  # as restored from a checkpoint
+    callback.on_train_start(None, None)
+    callback.on_train_end(None, None)
+    assert 3600.0 <= callback.state_dict()["seconds"] < 3601.0
+    total = combine_costs([{"stage": "a", "wall_clock_hours": 1.0, "hardware": "X"},
+                           {"stage": "b", "wall_clock_hours": None, "hardware": "Y"},
+                           {"stage": "c", "wall_clock_hours": 0.5, "hardware": "X"}])  # fmt: skip
+    assert total["wall_clock_hours"] == 1.5 and total["hardware"] == "X; Y" and total["unknown"] == ["b"]

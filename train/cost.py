@@ -1,8 +1,9 @@
 """Training cost: wall-clock hours and hardware, recorded in checkpoints and exported models.
 
-- :class:`TrainingCost` is a Lightning callback (a :class:`~lightning.pytorch.callbacks.Timer`
-  without a time limit): every checkpoint gets ``checkpoint["training_cost"] = {"wall_clock_hours",
-  "hardware", "stages"}``; the elapsed time survives resumes (the Timer's state is in the checkpoint).
+- :class:`TrainingCost` is a Lightning callback: every checkpoint gets
+  ``checkpoint["training_cost"] = {"wall_clock_hours", "hardware", "stages"}``; the elapsed time
+  survives resumes (the callback's state is in the checkpoint). It is no ``Timer`` subclass, so
+  ``trainer.max_time`` keeps working beside it.
   :mod:`train.export` copies it into the exported folder's ``training.json``, where the eval
   harness reads it (its *training* column).
 - :func:`combine_costs` adds up the stages of a model that was built from another one (a distilled
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import Callback
 
 __all__ = ["TrainingCost", "describe_hardware", "combine_costs"]
 
@@ -62,11 +64,31 @@ def combine_costs(stages: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-class TrainingCost(Timer):
-    """Writes this run's wall-clock hours and hardware into every checkpoint (``"training_cost"``)."""
+class TrainingCost(Callback):
+    """Writes this run's wall-clock hours and hardware into every checkpoint (``"training_cost"``).
+
+    Counts the time from the start to the end of fitting (validation included), summed over resumes.
+    """
 
     def __init__(self) -> None:
-        super().__init__(duration=None, verbose=False)
+        self._offset = 0.0  # seconds of earlier runs (restored from the checkpoint)
+        self._start: float | None = None
+
+    def elapsed_seconds(self) -> float:
+        running = time.monotonic() - self._start if self._start is not None else 0.0
+        return self._offset + running
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._offset, self._start = self.elapsed_seconds(), None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.elapsed_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._offset = float(state_dict.get("seconds", 0.0))
 
     def cost(self, trainer) -> dict[str, Any]:
         """``{"wall_clock_hours", "hardware", "stages": [this run]}``, so far."""
@@ -74,7 +96,7 @@ class TrainingCost(Timer):
         devices = trainer.num_devices * trainer.num_nodes
         stage = {
             "stage": "training",
-            "wall_clock_hours": round(self.time_elapsed("train") / 3600, 6),
+            "wall_clock_hours": round(self.elapsed_seconds() / 3600, 6),
             "hardware": describe_hardware(accelerator, devices),
             "global_step": trainer.global_step,
         }
