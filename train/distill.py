@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from flowup.flow import noise_source
@@ -118,7 +118,8 @@ def load_teacher(folder: str | Path) -> tuple[FlowUNet, dict[str, Any]]:
     flow_class = (index.get("flow") or [None, None])[1]
     if flow_class != "FlowUNet":
         raise ValueError(f"teacher {folder}: flow is {flow_class!r}, distillation needs a FlowUNet")
-    flow = FlowUNet.from_pretrained(folder / "flow", torch_dtype=torch.float32, low_cpu_mem_usage=False).eval().requires_grad_(False)
+    flow = FlowUNet.from_pretrained(folder / "flow", torch_dtype=torch.float32, low_cpu_mem_usage=False)
+    flow = flow.eval().requires_grad_(False)
     codec = index.get("codec_spec") or (str(folder / "codec") if (folder / "codec").is_dir() else "taef2")
     training = folder / "training.json"
     info = {
@@ -342,7 +343,8 @@ def prepare_teacher_targets(
             nfe_total += nfe * len(cond)
         tensors = {"src": src.contiguous(), "hr": hr.contiguous(), "noise": noise, "target": torch.cat(targets)}
         tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"seconds": f"{time.monotonic() - start:.3f}", "nfe_total": str(nfe_total)})
+        shard_info = {"seconds": f"{time.monotonic() - start:.3f}", "nfe_total": str(nfe_total)}
+        save_file(tensors, str(tmp), metadata=shard_info)
         tmp.replace(path)
     # Time and NFE from every shard's metadata: a resumed run counts the earlier runs' shards too.
     metadata = [_shard_metadata(p) for p in sorted(out_dir.glob("shard-*.safetensors"))]
