@@ -95,7 +95,7 @@ class FlowUpPipeline(DiffusionPipeline):
 
     Example::
 
-        pipe = FlowUpPipeline.from_pretrained("path/to/model").to("cuda", torch.float16)
+        pipe = FlowUpPipeline.from_pretrained("path/to/model", torch_dtype=torch.float16).to("cuda")
         out = pipe(image=PIL.Image.open("in.png"), scale=2, generator=torch.Generator().manual_seed(0))
         out.images[0].save("out.png")
     """

@@ -35,6 +35,7 @@ from flowup.codecs import TAEF2Codec, _check_images
 __all__ = [
     "flow_receptive_radius",
     "tile_starts",
+    "fit_tile",
     "blend_weights_1d",
     "tiled_map",
     "tiled_velocity",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 MIN_RAMP = 8  # grid pixels of smooth blending kept even when the overlap is exact
-DEFAULT_CODEC_TILE = 128  # latent pixels per codec tile side (1024 image pixels)
+DEFAULT_CODEC_TILE = 160  # latent pixels per codec tile side (1280 image pixels)
 _MAX_BUDGET_BYTES = 4 * 1024**3  # most activation memory one flow evaluation may use by default
 
 
@@ -98,6 +99,16 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
     count = math.ceil((n_len - n_overlap) / (n_tile - n_overlap))
     span = n_len - n_tile
     return [round(k * span / (count - 1)) * multiple for k in range(count)]
+
+
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest tile (a multiple of ``multiple``, at most ``tile``) that needs no more windows
+    than ``tile`` does: ``ceil((length - overlap) / count) + overlap`` rounded up. Less wasted work."""
+    if tile >= length:
+        return tile
+    count = math.ceil((length - overlap) / (tile - overlap))
+    fitted = math.ceil(math.ceil((length - overlap) / count + overlap) / multiple) * multiple
+    return min(tile, fitted)
 
 
 def blend_weights_1d(
@@ -163,11 +174,12 @@ def tiled_map(
         return fn(x, *extra)
     tile = max(multiple, tile // multiple * multiple)
     overlap = min(math.ceil(overlap / multiple) * multiple, tile - multiple)
-    starts_h = tile_starts(grid_h, tile, overlap, multiple)
-    starts_w = tile_starts(grid_w, tile, overlap, multiple)
-    weights_h = blend_weights_1d(starts_h, tile, grid_h, radius)
-    weights_w = blend_weights_1d(starts_w, tile, grid_w, radius)
-    size_h, size_w = min(tile, grid_h), min(tile, grid_w)
+    tile_h, tile_w = fit_tile(grid_h, tile, overlap, multiple), fit_tile(grid_w, tile, overlap, multiple)
+    starts_h = tile_starts(grid_h, tile_h, overlap, multiple)
+    starts_w = tile_starts(grid_w, tile_w, overlap, multiple)
+    weights_h = blend_weights_1d(starts_h, tile_h, grid_h, radius)
+    weights_w = blend_weights_1d(starts_w, tile_w, grid_w, radius)
+    size_h, size_w = min(tile_h, grid_h), min(tile_w, grid_w)
 
     out: torch.Tensor | None = None
     total = torch.zeros(grid_h, grid_w, dtype=torch.float64)  # > 1 where three or more windows meet

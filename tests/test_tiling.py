@@ -14,6 +14,7 @@ from flowup.tiling import (
     auto_flow_tile_size,
     blend_weights_1d,
     decode_tiled,
+    fit_tile,
     default_flow_overlap,
     encode_tiled,
     flow_receptive_radius,
@@ -45,6 +46,16 @@ def test_tile_starts_cover_with_enough_overlap(length, tile, overlap, multiple):
     assert all(s % multiple == 0 for s in starts)
     for a, b in zip(starts, starts[1:]):
         assert a < b and a + size - b >= overlap
+
+
+@pytest.mark.parametrize("length, tile, overlap, multiple", [(512, 160, 28, 1), (512, 256, 28, 1), (96, 40, 16, 4)])
+def test_fit_tile_keeps_the_window_count_with_less_work(length, tile, overlap, multiple):
+    fitted = fit_tile(length, tile, overlap, multiple)
+    assert fitted <= tile and fitted % multiple == 0
+    starts = tile_starts(length, fitted, overlap, multiple)
+    assert len(starts) == len(tile_starts(length, tile, overlap, multiple))
+    assert all(a + fitted - b >= overlap for a, b in zip(starts, starts[1:]))
+    assert fit_tile(512, 256, 28) < 256  # 3 windows of 190 instead of 256
 
 
 def test_tile_starts_rejects_misaligned_sizes():
