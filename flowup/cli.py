@@ -284,7 +284,8 @@ def _load_pipeline(args: argparse.Namespace):
     except (ModelNotFoundError, FileNotFoundError) as err:
         raise UsageError(_one_line(err)) from None
     except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
-        raise UsageError(f"cannot load the model from {args.model or 'the default location'}: {_one_line(err)}") from None
+        where = args.model or "the default location"
+        raise UsageError(f"cannot load the model from {where}: {_one_line(err)}") from None
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

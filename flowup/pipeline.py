@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 import diffusers
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -190,7 +190,8 @@ class FlowUpPipeline(DiffusionPipeline):
                        codec_tile_size=codec_tile_size)  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
-        groups = [list(range(len(items)))] if len({tuple(i.rgb.shape) for i in items}) == 1 else [[i] for i in range(len(items))]
+        same_size = len({tuple(i.rgb.shape) for i in items}) == 1
+        groups = [list(range(len(items)))] if same_size else [[i] for i in range(len(items))]
         results: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(items)  # type: ignore[list-item]
         nfe_total = 0
         for group in groups:
@@ -270,18 +271,18 @@ class FlowUpPipeline(DiffusionPipeline):
             channels = self.codec.latent_channels
             if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != channels:
                 shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-                raise ValueError(f"latents must be a tensor (N, {channels}, h, w) of this pipeline's codec, got {shape}")
+                raise ValueError(f"latents must be a tensor (N, {channels}, h, w) of this codec, got {shape}")
             device = self._execution_device
             z = latents.to(device, self.codec.dtype)
             rgb = decode_tiled(self.codec, z, codec_tile_size).float()
             keep = latent_upsample == "bilinear"
             return [_Item(rgb=rgb[i], latent=latents[i].float() if keep else None) for i in range(len(rgb))]
-        if isinstance(image, (PIL.Image.Image, torch.Tensor)) and not (isinstance(image, torch.Tensor) and image.ndim == 4):
-            image = [image]
         if isinstance(image, torch.Tensor):
-            image = list(image)
+            image = list(image) if image.ndim == 4 else [image]
+        elif isinstance(image, PIL.Image.Image):
+            image = [image]
         if not isinstance(image, (list, tuple)) or not image:
-            raise ValueError("image must be a PIL image, a list of PIL images, or a float tensor (N, 3, h, w) in [0, 1]")
+            raise ValueError("image must be a PIL image, a list of them, or a float tensor (N, 3, h, w) in [0, 1]")
         items = []
         for k, img in enumerate(image):
             if isinstance(img, PIL.Image.Image):

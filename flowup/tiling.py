@@ -197,7 +197,8 @@ def tiled_map(
             weight = weight.to(device=y.device, dtype=torch.float32)
             if unit_out > 1:
                 weight = weight.repeat_interleave(unit_out, 0).repeat_interleave(unit_out, 1)
-            target = (..., slice(sy * unit_out, (sy + size_h) * unit_out), slice(sx * unit_out, (sx + size_w) * unit_out))
+            rows = slice(sy * unit_out, (sy + size_h) * unit_out)
+            target = (..., rows, slice(sx * unit_out, (sx + size_w) * unit_out))
             out[target] += y.float() * weight
             del y
     scale = (1.0 / total).float().to(out.device)

@@ -65,8 +65,8 @@ def test_zero_byte_missing_and_unsupported_files(tmp_path, capsys, tiny_pipeline
     good = _write_png(tmp_path / "good.png")
     (tmp_path / "zero.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
-    code, _, err = _run(capsys, str(good), str(tmp_path / "zero.png"), str(tmp_path / "missing.png"),
-                        str(tmp_path / "text.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir))  # fmt: skip
+    inputs = [str(good)] + [str(tmp_path / name) for name in ("zero.png", "missing.png", "text.png")]
+    code, _, err = _run(capsys, *inputs, "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir))
     assert code == 1
     errors = _error_lines(err)
     assert len(errors) == 3
