@@ -64,7 +64,7 @@ def export_checkpoint(
         codec_spec=hp.get("codec", "taef2"),
     )  # fmt: skip
     out_dir = Path(out_dir)
-    pipe.to(dtype=dtype).save_pretrained(out_dir)
+    pipe.save_pretrained(out_dir, torch_dtype=dtype)
     info = {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp}
     info.update(cost or {})
     info.update(training_info or {})
