@@ -9,12 +9,15 @@ def tiny(**kw):
     return FlowUNet(latent_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, **kw)
 
 
-def test_shapes_zero_init_and_no_global_norms():
+def test_shapes_source_init_and_no_global_norms():
     model = tiny().eval()
     x, c = torch.randn(2, 4, 8, 12), torch.randn(2, 4, 8, 12)
     v = model(x, torch.tensor([0.1, 0.9]), c)
     assert v.shape == x.shape
-    assert torch.count_nonzero(v) == 0  # zero-initialised output layer: starts at the source
+    # Untrained: the UNet's output layer is zero and the linear skip gives cond - x_t, so one
+    # Euler step from any x0 lands on the clean source.
+    assert torch.allclose(v, c - x, atol=1e-6)
+    assert torch.count_nonzero(tiny(source_skip=False).eval()(x, 0.5, c)) == 0
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     assert any(isinstance(m, PixelGroupNorm) for m in model.modules())
     assert model.size_multiple == 2

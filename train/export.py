@@ -29,13 +29,14 @@ def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
     """The FlowUNet with the checkpoint's (EMA) weights, and the run's hyperparameters."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = dict(ckpt["hyper_parameters"])
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     flow = FlowUNet(
         latent_channels=hp["latent_channels"],
         block_out_channels=tuple(hp["block_out_channels"]),
         layers_per_block=hp["layers_per_block"],
         norm_num_groups=hp["norm_num_groups"],
+        source_skip=hp.get("source_skip", "skip.weight" in state),
     )
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     flow.load_state_dict(state)
     hp["global_step"] = int(ckpt.get("global_step", 0))
     hp["training_cost"] = ckpt.get("training_cost")  # from train.cost.TrainingCost, if the run had it

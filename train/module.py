@@ -31,7 +31,7 @@ class FlowMatchingModule(pl.LightningModule):
 
     Args:
         latent_channels: channels of the codec's latents (TAEF2: 32, SD VAE: 4).
-        block_out_channels, layers_per_block, norm_num_groups: the UNet (see ``FlowUNet``).
+        block_out_channels, layers_per_block, norm_num_groups, source_skip: the network (see ``FlowUNet``).
         noise_alpha: noise augmentation of the source, ``x0 = sqrt(a) z_src + sqrt(1 - a) eps``.
         time_distribution: ``uniform`` or ``logit_normal`` training times.
         lr, weight_decay, betas: AdamW; ``warmup_steps`` linear warm-up, then cosine decay to
@@ -46,7 +46,8 @@ class FlowMatchingModule(pl.LightningModule):
         latent_channels: int = 32,
         block_out_channels: tuple[int, ...] = (64, 128, 128),
         layers_per_block: int = 1,
-        norm_num_groups: int = 32,
+        norm_num_groups: int = 1,
+        source_skip: bool = True,
         noise_alpha: float = 0.9,
         time_distribution: Literal["uniform", "logit_normal"] = "uniform",
         lr: float = 2e-4,
@@ -66,6 +67,7 @@ class FlowMatchingModule(pl.LightningModule):
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             norm_num_groups=norm_num_groups,
+            source_skip=source_skip,
         )
         self._codec_holder: list[Codec] = []  # a list, so the frozen codec is no submodule (not in checkpoints)
 

@@ -10,8 +10,12 @@ The network is then a local operator (translation equivariant, finite receptive 
 velocity at one latent pixel depends only on a fixed neighbourhood, so a 32x32 training crop and a
 512x512 latent behave alike, and tiled evaluation with enough overlap equals the untiled one.
 
-The output convolution starts at zero, so an untrained model has velocity 0 and returns its
-source; training moves away from there.
+A linear skip (a 1x1 convolution of ``concat(x_t, cond)``, initialised to ``cond - x_t``) is added
+to the UNet's output, and the UNet's output convolution starts at zero. An untrained model therefore
+has velocity ``cond - x_t``: one Euler step from the noised source lands exactly on the clean
+pixel-space-upsampled source (PSU), and training only has to learn the detail the source lacks.
+Without it the network must learn to carry its raw input through every normalisation to the output
+before it can even denoise; in our CPU runs it did not get there in 800 steps.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def _replace_group_norms(module: nn.Module) -> None:
 class FlowUNet(ModelMixin, ConfigMixin):
     """Velocity model ``v(x_t, t, cond)`` for latents of ``latent_channels`` channels.
 
+    ``norm_num_groups`` groups of the per-pixel norms (1 = a LayerNorm over the channels of each
+    pixel; many groups leave too few channels per group to normalise per pixel). ``source_skip``
+    adds the linear skip described in the module docstring.
+
     - ``x_t``: ``(N, C, h, w)`` point on the path; ``t``: ``(N,)`` or scalar in [0, 1];
       ``cond``: ``(N, C, h, w)`` clean upsampled source latent. Returns ``(N, C, h, w)``.
     - ``h`` and ``w`` must be multiples of ``2 ** (len(block_out_channels) - 1)``.
@@ -71,8 +79,9 @@ class FlowUNet(ModelMixin, ConfigMixin):
         latent_channels: int = 32,
         block_out_channels: tuple[int, ...] = (64, 128, 256),
         layers_per_block: int = 2,
-        norm_num_groups: int = 32,
+        norm_num_groups: int = 1,
         time_scale: float = 1000.0,
+        source_skip: bool = True,
     ):
         super().__init__()
         levels = len(block_out_channels)
@@ -90,6 +99,13 @@ class FlowUNet(ModelMixin, ConfigMixin):
         _replace_group_norms(self.unet)
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
+        self.skip: nn.Conv2d | None = None
+        if source_skip:
+            self.skip = nn.Conv2d(2 * latent_channels, latent_channels, 1)
+            eye = torch.eye(latent_channels)
+            with torch.no_grad():
+                self.skip.weight.copy_(torch.cat([-eye, eye], dim=1)[..., None, None])
+                self.skip.bias.zero_()
 
     @property
     def size_multiple(self) -> int:
@@ -101,4 +117,7 @@ class FlowUNet(ModelMixin, ConfigMixin):
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         h = torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
-        return self.unet(h, t * self.config.time_scale).sample
+        v = self.unet(h, t * self.config.time_scale).sample
+        if self.skip is not None:
+            v = v + self.skip(h)
+        return v
