@@ -1,6 +1,6 @@
 """Make the README's before/after crop: bicubic x2 | flowup x2 (shipped model) of the bundled photo.
 
-    python docs/scripts/before_after.py [--image flowup/assets/grace_hopper_256.jpg]
+    PYTHONPATH=. python docs/scripts/before_after.py [--image flowup/assets/grace_hopper_256.jpg]
         [--box 60 60 188 188] [--zoom 2] [--out docs/images/before_after.png]
 
 ``--box`` is a crop of the low-res input (left top right bottom); both outputs are cropped to the
