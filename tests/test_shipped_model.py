@@ -1,0 +1,41 @@
+"""The shipped default model: format, size, and the README quickstart (slow: real TAEF2 + weights)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from flowup.pipeline import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "flowup" / "pretrained" / "taef2-x2"
+
+
+def test_shipped_model_files_are_fp16_safetensors_under_25_mb():
+    assert default_model_path() == MODEL
+    weights = MODEL / "flow" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["codec_spec"] == "taef2" and index["codec"] == [None, None]  # no copy of TAEF2
+    assert (MODEL / "MODEL_CARD.md").is_file()
+    assert json.loads((MODEL / "training.json").read_text())["global_step"] > 0
+
+
+@pytest.mark.slow
+def test_quickstart_upscales_the_bundled_photo_without_model_flag(tmp_path):
+    example = ROOT / "flowup" / "assets" / "grace_hopper_256.jpg"
+    proc = subprocess.run([sys.executable, "-m", "flowup", "upscale", str(example), "-o", str(tmp_path), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = Image.open(tmp_path / "grace_hopper_256_x2.png")
+    assert out.size == (512, 600) and out.mode == "RGB"
+    # Not the bicubic upsample and not a blank image: the model changed the source.
+    low = Image.open(example).resize((512, 600), Image.Resampling.BICUBIC)
+    diff = torch.tensor(list(out.getdata()), dtype=torch.float32) - torch.tensor(list(low.getdata()), dtype=torch.float32)
+    assert 0.5 < diff.abs().mean().item() < 20
