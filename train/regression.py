@@ -42,7 +42,7 @@ class RegressionModule(FlowMatchingModule):
         latent_channels: int = 32,
         block_out_channels: tuple[int, ...] = (64, 128, 128),
         layers_per_block: int = 1,
-        norm_num_groups: int = 32,
+        norm_num_groups: int = 1,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.99),
