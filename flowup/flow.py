@@ -24,6 +24,7 @@ __all__ = [
     "interpolate",
     "target_velocity",
     "flow_matching_loss",
+    "gaussian_velocity",
 ]
 
 VelocityModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -114,3 +115,34 @@ def flow_matching_loss(
     x_t = interpolate(x0, x1, t)
     prediction = model(x_t, t, z_src)
     return torch.mean((prediction.float() - target_velocity(x0, x1).float()) ** 2)
+
+
+def gaussian_velocity(
+    x_t: torch.Tensor,
+    t: torch.Tensor | float,
+    cond: torch.Tensor,
+    alpha: float,
+    residual_mean: torch.Tensor,
+    residual_var: torch.Tensor,
+) -> torch.Tensor:
+    """Exact ``E[x1 - x0 | x_t, cond]`` when the target is ``x1 = cond + m + r``, ``r ~ N(0, v)``.
+
+    With ``x0 = s * cond + sigma * eps`` (``s = sqrt(a)``, ``sigma^2 = 1 - a``) the known part of
+    ``x_t`` is removed, ``y = x_t - (1 - t) s cond - t (cond + m) = (1 - t) sigma eps + t r``, and
+    the Gaussian posterior gives
+
+        ``E[u | x_t, cond] = (1 - s) cond + m + k(t) y``,
+        ``k(t) = (t v - (1 - t) sigma^2) / ((1 - t)^2 sigma^2 + t^2 v)``.
+
+    ``k(0) = -1`` (the velocity is ``cond + m - x0``: denoise the source) and ``k(1) = 1`` (keep
+    the detail already on the path). ``x_t``, ``cond``: ``(N, C, h, w)``; ``t``: scalar or ``(N,)``;
+    ``residual_mean`` ``m`` and ``residual_var`` ``v``: broadcastable to ``x_t``, e.g. ``(1, C, 1, 1)``.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    s, sigma2 = math.sqrt(alpha), 1.0 - alpha
+    t = _expand(t, x_t)
+    mean = cond + residual_mean
+    y = x_t - (1 - t) * s * cond - t * mean
+    k = (t * residual_var - (1 - t) * sigma2) / ((1 - t) ** 2 * sigma2 + t**2 * residual_var).clamp_min(1e-12)
+    return (1 - s) * cond + residual_mean + k * y

@@ -118,6 +118,9 @@ class FlowUpPipeline(DiffusionPipeline):
             raise ValueError(f"only x2 flow models are supported (scale_factor=2), got {scale_factor}")
         if default_solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
             raise ValueError(f"unknown solver {default_solver!r}")
+        skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
+        if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
+            raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
         self.register_modules(flow=flow, codec=codec)
         self.register_to_config(
             noise_alpha=float(noise_alpha),

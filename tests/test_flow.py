@@ -8,6 +8,7 @@ import torch
 from flowup.flow import (
     alpha_bar_at,
     flow_matching_loss,
+    gaussian_velocity,
     interpolate,
     noise_source,
     sample_time,
@@ -91,3 +92,52 @@ def test_loss_passes_path_point_time_and_condition_to_model():
     x0 = noise_source(z, 0.5, noise=noise)
     assert torch.allclose(seen["x_t"], interpolate(x0, x1, t))
     assert torch.equal(seen["t"], t) and torch.equal(seen["cond"], z)
+
+
+def _gaussian_toy(n: int, alpha: float, seed: int = 0):
+    """Per-channel toy: ``x1 = cond + m + r``, ``r ~ N(0, v)``; source ``x0 = sqrt(a) cond + sqrt(1-a) eps``."""
+    g = torch.Generator().manual_seed(seed)
+    m, v = torch.tensor([0.3, -0.2]).view(1, 2, 1, 1), torch.tensor([0.05, 0.4]).view(1, 2, 1, 1)
+    cond = torch.randn(n, 2, 1, 1, generator=g)
+    x1 = cond + m + v.sqrt() * torch.randn(n, 2, 1, 1, generator=g)
+    x0 = noise_source(cond, alpha, generator=g)
+    return cond, x0, x1, m, v
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.7, 1.0])
+def test_gaussian_velocity_is_the_posterior_mean(t):
+    # Orthogonality principle: the error of the (linear-Gaussian) posterior mean has zero mean and
+    # is uncorrelated with everything it conditions on (x_t and cond).
+    alpha = 0.9
+    cond, x0, x1, m, v = _gaussian_toy(200_000, alpha)
+    x_t = interpolate(x0, x1, t)
+    error = target_velocity(x0, x1) - gaussian_velocity(x_t, t, cond, alpha, m, v)
+    assert error.mean(0).abs().max() < 0.01
+    for known in (x_t, cond):
+        centred = known - known.mean(0)
+        assert (error * centred).mean(0).abs().max() < 0.01
+    # Wrong statistics do worse (the posterior mean is the MSE minimiser); at t = 1 the path
+    # point is the target itself, so the statistics no longer matter.
+    worse = target_velocity(x0, x1) - gaussian_velocity(x_t, t, cond, alpha, m + 0.2, 3 * v)
+    if t < 1:
+        assert (worse**2).mean() > (error**2).mean() + 1e-3
+
+
+def test_gaussian_velocity_endpoints():
+    alpha = 0.81
+    cond, x0, x1, m, v = _gaussian_toy(8, alpha)
+    # t = 0: denoise the source onto cond + m.  t = 1: keep the detail, u = x1 - sqrt(a) cond.
+    assert torch.allclose(gaussian_velocity(x0, 0.0, cond, alpha, m, v), cond + m - x0, atol=1e-6)
+    assert torch.allclose(gaussian_velocity(x1, 1.0, cond, alpha, m, v), x1 - 0.9 * cond, atol=1e-6)
+
+
+def test_gaussian_velocity_transports_source_to_target_distribution():
+    # Integrating the exact marginal velocity carries p(x0 | cond) onto p(x1 | cond) = N(cond + m, v).
+    alpha = 0.9
+    cond, x0, _, m, v = _gaussian_toy(100_000, alpha, seed=1)
+    x, steps = x0, 200
+    for i in range(steps):
+        x = x + gaussian_velocity(x, i / steps, cond, alpha, m, v) / steps
+    residual = x - cond - m
+    assert residual.mean(0).abs().max() < 0.01
+    assert torch.allclose(residual.var(0), v[0], rtol=0.05)

@@ -71,3 +71,37 @@ def test_save_load_round_trip_fp16(tmp_path):
     model.to(torch.float16).save_pretrained(tmp_path / "flow16")
     half = FlowUNet.from_pretrained(tmp_path / "flow16", torch_dtype=torch.float16)
     assert next(half.parameters()).dtype == torch.float16
+
+
+def _gaussian(**kw):
+    return tiny(source_skip="gaussian", skip_noise_alpha=0.9, residual_mean=[0.1, 0.0, -0.1, 0.2],
+                residual_var=[0.1, 0.2, 0.3, 0.05], **kw)
+
+
+def test_gaussian_skip_untrained_is_the_closed_form_velocity_and_round_trips(tmp_path):
+    from flowup.flow import gaussian_velocity
+
+    model = _gaussian().eval()
+    assert not hasattr(model, "skip") or model.skip is None
+    x, c, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([0.2, 0.8])
+    m, v = model.gaussian_mean, model.gaussian_var
+    with torch.no_grad():
+        assert torch.allclose(model(x, t, c), gaussian_velocity(x, t, c, 0.9, m, v), atol=1e-6)
+        _randomise(model)
+        out = model(x, t, c)
+    model.save_pretrained(tmp_path / "flow")
+    loaded = FlowUNet.from_pretrained(tmp_path / "flow").eval()
+    assert loaded.skip_mode == "gaussian" and torch.equal(loaded.gaussian_var, model.gaussian_var)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, t, c), out, atol=1e-6)
+
+
+def test_gaussian_skip_needs_its_statistics():
+    import pytest
+
+    with pytest.raises(ValueError, match="residual_mean"):
+        tiny(source_skip="gaussian", skip_noise_alpha=0.9)
+    with pytest.raises(ValueError, match="4 values"):
+        tiny(source_skip="gaussian", skip_noise_alpha=0.9, residual_mean=[0.0], residual_var=[1.0])
+    with pytest.raises(ValueError, match="source_skip"):
+        tiny(source_skip="cubic")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -306,10 +307,12 @@ def test_cli_prompts_file_seeds_and_no_save_base(tiny_sd_dir, tiny_pipeline_dir,
     assert names == ["0000_a-red-car.png", "0001_a-red-car.png", "0002_a-blue-house.png", "0003_a-blue-house.png"]
     seeds = [r["seed"] for r in json.loads((out_a / "generate.json").read_text())["images"]]
     assert seeds == [7, 8, 9, 10]
-    # same seed, batch of 2: the same pixels (each image has its own generator)
+    # same seed, batch of 2: the same pixels (each image has its own generator), up to one grey
+    # level of float rounding: batched convolutions may sum in another order
     assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, out_b, *extra, "--batch-size", "2")) == 0
     for name in names:
-        assert Image.open(out_a / name).tobytes() == Image.open(out_b / name).tobytes()
+        a, b = (np.asarray(Image.open(d / name), dtype=np.int16) for d in (out_a, out_b))
+        assert np.abs(a - b).max() <= 1
     assert Image.open(out_a / names[0]).tobytes() != Image.open(out_a / names[1]).tobytes()
 
 

@@ -155,6 +155,36 @@ def test_export_writes_a_pipeline_with_the_ema_weights(workspace, tmp_path):
     assert json.loads((out / "training.json").read_text())["global_step"] == 2
 
 
+def test_gaussian_skip_measures_residual_statistics_and_exports(workspace, tmp_path):
+    from flowup.pipeline import FlowUpPipeline
+    from train.cli import cli_main
+    from train.export import export_checkpoint
+    from train.latent_cache import residual_statistics
+
+    mean, var = residual_statistics(workspace["cache"])
+    pairs = [load_file(str(p)) for p in sorted(Path(workspace["cache"]).rglob("shard-*.safetensors"))]
+    r = torch.cat([p["hr"] - p["src"] for p in pairs]).double()
+    assert torch.allclose(torch.tensor(mean).double(), r.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(torch.tensor(var).double(), r.var((0, 2, 3), unbiased=False), rtol=1e-4)
+
+    config = _config(workspace, tmp_path / "run", max_steps=2)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["init_args"].update(source_skip="gaussian", residual_stats_cache=str(workspace["cache"]))
+    config.write_text(yaml.safe_dump(raw))
+    cli_main(["fit", "--config", str(config)])
+    ckpt_path = tmp_path / "run" / "ckpt" / "last.ckpt"
+    hp = torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hp["residual_mean"] == pytest.approx(mean) and hp["residual_var"] == pytest.approx(var)
+    out = export_checkpoint(ckpt_path, tmp_path / "exported")
+    pipe = FlowUpPipeline.from_pretrained(out)
+    assert pipe.flow.skip_mode == "gaussian" and pipe.flow.config.skip_noise_alpha == pytest.approx(0.9)
+    assert pipe.flow.gaussian_mean.flatten().tolist() == pytest.approx(mean, abs=1e-3)
+    image = pipe(image=torch.rand(1, 3, 16, 16), output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+    with pytest.raises(ValueError, match="noise_alpha"):
+        FlowUpPipeline(flow=pipe.flow, codec=pipe.codec, noise_alpha=0.5)
+
+
 def test_ddp_two_cpu_processes_on_gloo(workspace, tmp_path):
     config = _config(workspace, tmp_path / "ddp", max_steps=2, strategy="ddp", devices=2, val_check_interval=2)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -190,7 +190,7 @@ class DistillationModule(FlowMatchingModule):
         inherited = dict(
             latent_channels=cfg.latent_channels, block_out_channels=list(cfg.block_out_channels),
             layers_per_block=cfg.layers_per_block, norm_num_groups=cfg.norm_num_groups,
-            source_skip=cfg.source_skip,
+            source_skip=cfg.source_skip, residual_mean=cfg.residual_mean, residual_var=cfg.residual_var,
             noise_alpha=info["noise_alpha"], codec=info["codec"],
         )  # fmt: skip
         super().__init__(

@@ -30,7 +30,7 @@ from flowup.codecs import Codec, load_codec
 from flowup.image_io import IMAGE_EXTENSIONS, ImageReadError, load_image
 from flowup.resample import downsample, upsample
 
-__all__ = ["CacheRecipe", "prepare_cache", "LatentPairDataset", "list_images"]
+__all__ = ["CacheRecipe", "prepare_cache", "LatentPairDataset", "list_images", "residual_statistics"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +200,26 @@ class LatentPairDataset(Dataset):
         item = {"src": self.src[i][window].float(), "hr": self.hr[i][window].float()}
         item.update({k: v[i][window].float() for k, v in self.extra.items()})
         return item
+
+
+@torch.no_grad()
+def residual_statistics(cache_dir: str | Path) -> tuple[list[float], list[float]]:
+    """Per-channel mean and variance of ``hr - src`` over every cached pair (all shards).
+
+    These parametrise the Gaussian detail model of ``FlowUNet(source_skip="gaussian")``.
+    Returns two lists of ``C`` floats.
+    """
+    shards = sorted(Path(cache_dir).rglob("shard-*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no latent shards in {cache_dir}; run `python -m train prepare` first")
+    total = total_sq = None
+    count = 0
+    for shard in shards:
+        pair = load_file(str(shard))
+        r = (pair["hr"].double() - pair["src"].double()).transpose(0, 1).flatten(1)  # (C, n)
+        total = r.sum(1) if total is None else total + r.sum(1)
+        total_sq = (r**2).sum(1) if total_sq is None else total_sq + (r**2).sum(1)
+        count += r.shape[1]
+    mean = total / count
+    var = (total_sq / count - mean**2).clamp_min(1e-8)
+    return mean.float().tolist(), var.float().tolist()

@@ -22,6 +22,7 @@ from flowup.flow import flow_matching_loss, noise_source
 from flowup.models import FlowUNet
 from flowup.resample import upsample
 from flowup.solver import sample
+from train.latent_cache import residual_statistics
 
 __all__ = ["FlowMatchingModule"]
 
@@ -32,6 +33,9 @@ class FlowMatchingModule(pl.LightningModule):
     Args:
         latent_channels: channels of the codec's latents (TAEF2: 32, SD VAE: 4).
         block_out_channels, layers_per_block, norm_num_groups, source_skip: the network (see ``FlowUNet``).
+        residual_mean, residual_var: the Gaussian detail model of ``source_skip="gaussian"``
+            (``C`` floats each); when not given they are measured on ``residual_stats_cache``
+            (a latent cache folder) and stored in the checkpoint's hyperparameters.
         noise_alpha: noise augmentation of the source, ``x0 = sqrt(a) z_src + sqrt(1 - a) eps``.
         time_distribution: ``uniform`` or ``logit_normal`` training times.
         lr, weight_decay, betas: AdamW; ``warmup_steps`` linear warm-up, then cosine decay to
@@ -47,7 +51,10 @@ class FlowMatchingModule(pl.LightningModule):
         block_out_channels: tuple[int, ...] = (64, 128, 128),
         layers_per_block: int = 1,
         norm_num_groups: int = 1,
-        source_skip: bool = True,
+        source_skip: bool | Literal["linear", "gaussian", "none"] = True,
+        residual_mean: list[float] | None = None,
+        residual_var: list[float] | None = None,
+        residual_stats_cache: str | None = None,
         noise_alpha: float = 0.9,
         time_distribution: Literal["uniform", "logit_normal"] = "uniform",
         lr: float = 2e-4,
@@ -62,12 +69,22 @@ class FlowMatchingModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if source_skip == "gaussian" and (residual_mean is None or residual_var is None):
+            if residual_stats_cache is None:
+                raise ValueError("source_skip='gaussian' needs residual_mean/residual_var or residual_stats_cache")
+            residual_mean, residual_var = residual_statistics(residual_stats_cache)
+            # Kept in the checkpoint, so loading and export never need the cache again.
+            self.hparams.update(residual_mean=residual_mean, residual_var=residual_var)
+        gaussian = source_skip == "gaussian"
         self.model = FlowUNet(
             latent_channels=latent_channels,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             norm_num_groups=norm_num_groups,
             source_skip=source_skip,
+            skip_noise_alpha=noise_alpha if gaussian else None,
+            residual_mean=residual_mean if gaussian else None,
+            residual_var=residual_var if gaussian else None,
         )
         self._codec_holder: list[Codec] = []  # a list, so the frozen codec is no submodule (not in checkpoints)
 

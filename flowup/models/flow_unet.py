@@ -16,6 +16,12 @@ has velocity ``cond - x_t``: one Euler step from the noised source lands exactly
 pixel-space-upsampled source (PSU), and training only has to learn the detail the source lacks.
 Without it the network must learn to carry its raw input through every normalisation to the output
 before it can even denoise; in our CPU runs it did not get there in 800 steps.
+
+That linear skip is right only at ``t = 0``: further along the path the best velocity keeps the
+detail already in ``x_t`` rather than pulling back to ``cond``. ``source_skip="gaussian"`` adds
+instead the closed-form velocity :func:`flowup.flow.gaussian_velocity`, exact for all ``t`` when the
+target is the source plus Gaussian detail (per-channel mean and variance measured on the training
+data), so the UNet learns only what that model misses, everywhere on the path.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from flowup.flow import gaussian_velocity
 
 __all__ = ["FlowUNet", "PixelGroupNorm"]
 
@@ -65,8 +73,11 @@ class FlowUNet(ModelMixin, ConfigMixin):
     """Velocity model ``v(x_t, t, cond)`` for latents of ``latent_channels`` channels.
 
     ``norm_num_groups`` groups of the per-pixel norms (1 = a LayerNorm over the channels of each
-    pixel; many groups leave too few channels per group to normalise per pixel). ``source_skip``
-    adds the linear skip described in the module docstring.
+    pixel; many groups leave too few channels per group to normalise per pixel). ``source_skip``:
+    ``True`` / ``"linear"`` adds the learnt linear skip, ``"gaussian"`` the closed-form Gaussian
+    velocity (module docstring), which needs ``skip_noise_alpha`` (the pipeline's ``noise_alpha``)
+    and the per-channel ``residual_mean`` / ``residual_var`` of ``x1 - cond`` (``C`` floats each);
+    ``False`` / ``"none"`` adds nothing.
 
     - ``x_t``: ``(N, C, h, w)`` point on the path; ``t``: ``(N,)`` or scalar in [0, 1];
       ``cond``: ``(N, C, h, w)`` clean upsampled source latent. Returns ``(N, C, h, w)``.
@@ -81,9 +92,16 @@ class FlowUNet(ModelMixin, ConfigMixin):
         layers_per_block: int = 2,
         norm_num_groups: int = 1,
         time_scale: float = 1000.0,
-        source_skip: bool = True,
+        source_skip: bool | str = True,
+        skip_noise_alpha: float | None = None,
+        residual_mean: list[float] | None = None,
+        residual_var: list[float] | None = None,
     ):
         super().__init__()
+        mode = {True: "linear", False: "none"}.get(source_skip, source_skip)
+        if mode not in ("linear", "gaussian", "none"):
+            raise ValueError(f"source_skip must be True, False, 'linear', 'gaussian' or 'none', got {source_skip!r}")
+        self.skip_mode = mode
         levels = len(block_out_channels)
         self.unet = UNet2DModel(
             in_channels=2 * latent_channels,
@@ -100,7 +118,15 @@ class FlowUNet(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
         self.skip: nn.Conv2d | None = None
-        if source_skip:
+        if mode == "gaussian":
+            if skip_noise_alpha is None or residual_mean is None or residual_var is None:
+                raise ValueError("source_skip='gaussian' needs skip_noise_alpha, residual_mean and residual_var")
+            if len(residual_mean) != latent_channels or len(residual_var) != latent_channels:
+                raise ValueError(f"residual_mean and residual_var need {latent_channels} values each")
+            shape = (1, latent_channels, 1, 1)
+            self.register_buffer("gaussian_mean", torch.tensor(residual_mean).reshape(shape), persistent=False)
+            self.register_buffer("gaussian_var", torch.tensor(residual_var).reshape(shape), persistent=False)
+        if mode == "linear":
             self.skip = nn.Conv2d(2 * latent_channels, latent_channels, 1)
             eye = torch.eye(latent_channels)
             with torch.no_grad():
@@ -120,4 +146,10 @@ class FlowUNet(ModelMixin, ConfigMixin):
         v = self.unet(h, t * self.config.time_scale).sample
         if self.skip is not None:
             v = v + self.skip(h)
+        elif self.skip_mode == "gaussian":
+            prior = gaussian_velocity(
+                x_t.float(), t.float(), cond.float(), self.config.skip_noise_alpha,
+                self.gaussian_mean.float(), self.gaussian_var.float(),
+            )  # fmt: skip
+            v = v + prior.to(v.dtype)
         return v
