@@ -91,6 +91,24 @@ def fid_disabled(spec: str | Path | None) -> bool:
     return spec is not None and str(spec).lower() == "none"
 
 
+def optional_feature_extractor(
+    spec: str | Path | None, device: str | torch.device = "cpu"
+) -> tuple[FeatureExtractor | None, str | None]:
+    """``(extractor, None)``, or ``(None, why)`` when FID is turned off or no extractor is installed.
+
+    ``spec``: a file (it must exist: a name the user gave is never ignored), ``"none"``, or ``None``
+    for the default search of :func:`find_fid_features`.
+    """
+    if fid_disabled(spec):
+        return None, "disabled (fid_features: none)"
+    try:
+        return load_feature_extractor(spec, device), None
+    except FeatureExtractorNotFoundError as err:
+        if spec is not None:
+            raise
+        return None, str(err)
+
+
 def find_fid_features(path: str | Path | None = None) -> Path:
     """Locate the TorchScript feature extractor file.
 

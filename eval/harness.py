@@ -22,7 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from eval.data import EvalImage, list_images, prepare_image
-from eval.features import FeatureExtractor, FeatureExtractorNotFoundError, fid_disabled, load_feature_extractor
+from eval.features import FeatureExtractor, optional_feature_extractor
 from eval.methods import Method, MethodContext, build_method, parse_method
 from eval.metrics import LpipsMetric, distribution_distances, grid_patches, psnr_y, quantize, ssim_y
 from eval.timing import PeakMemory, timed
@@ -185,15 +185,10 @@ def run_evaluation(
         methods = [build_method(spec, ctx) for spec in specs]
     unavailable: dict[str, str] = {}
 
-    if feature_extractor is None and not fid_disabled(config.fid_features):
-        try:
-            feature_extractor = load_feature_extractor(config.fid_features, config.device)
-        except FeatureExtractorNotFoundError as err:
-            if config.fid_features is not None:
-                raise  # a file the user named must exist
-            unavailable["FID/KID"] = unavailable["patch-FID/KID"] = str(err)
-    elif feature_extractor is None:
-        unavailable["FID/KID"] = unavailable["patch-FID/KID"] = "disabled (fid_features: none)"
+    if feature_extractor is None:
+        feature_extractor, why = optional_feature_extractor(config.fid_features, config.device)
+        if why:
+            unavailable["FID/KID"] = unavailable["patch-FID/KID"] = why
     extractor_name = feature_extractor.description if feature_extractor is not None else "none"
     lpips = LpipsMetric(config.device)
     if not lpips.available:

@@ -34,7 +34,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from eval.data import list_images
-from eval.features import FeatureExtractor, FeatureExtractorNotFoundError, fid_disabled, load_feature_extractor
+from eval.features import FeatureExtractor, optional_feature_extractor
 from eval.metrics import distribution_distances, grid_patches, quantize
 from eval.plots import plot_quality
 from eval.timing import synchronize
@@ -197,13 +197,10 @@ def run_t2i(
     prompts = read_prompts(config.prompts, config.limit)
     reference_paths = list_images([config.reference])
     unavailable: dict[str, str] = {}
-    if feature_extractor is None and not fid_disabled(config.fid_features):
-        try:
-            feature_extractor = load_feature_extractor(config.fid_features, config.device)
-        except FeatureExtractorNotFoundError as err:
-            if config.fid_features is not None:
-                raise  # a file the user named must exist
-            unavailable["FID/KID"] = str(err)
+    if feature_extractor is None:
+        feature_extractor, why = optional_feature_extractor(config.fid_features, config.device)
+        if why:
+            unavailable["FID/KID"] = why
     if base is None:
         base = load_text_to_image(config.base, config.device, config.dtype)
     if flowup is None:
