@@ -297,3 +297,13 @@ def test_training_cost_adds_up_over_resumes():
                            {"stage": "b", "wall_clock_hours": None, "hardware": "Y"},
                            {"stage": "c", "wall_clock_hours": 0.5, "hardware": "X"}])  # fmt: skip
     assert total["wall_clock_hours"] == 1.5 and total["hardware"] == "X; Y" and total["unknown"] == ["b"]
+
+
+def test_cpu_hardware_names_the_threads_torch_uses(monkeypatch):
+    from train.cost import describe_hardware
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert describe_hardware("cpu").endswith("(1 of 4 threads)")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert describe_hardware("cpu").endswith("(4 threads)")

@@ -35,11 +35,15 @@ def _cpu_name() -> str:
 
 
 def describe_hardware(accelerator: str = "cpu", devices: int = 1) -> str:
-    """``"2x NVIDIA H100 80GB HBM3"`` or ``"CPU: AMD EPYC (2 threads)"``."""
+    """``"2x NVIDIA H100 80GB HBM3"`` or ``"CPU: AMD EPYC (1 of 2 threads)"``.
+
+    On a CPU: the threads torch computes with, of those the process may use.
+    """
     if accelerator in ("cuda", "gpu") and torch.cuda.is_available():
         return f"{devices}x {torch.cuda.get_device_name(0)}"
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU: {_cpu_name()} ({threads} threads)"
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    used = torch.get_num_threads()
+    return f"CPU: {_cpu_name()} ({used} threads)" if used == available else f"CPU: {_cpu_name()} ({used} of {available} threads)"
 
 
 def combine_costs(stages: list[dict[str, Any]]) -> dict[str, Any]:
