@@ -2,10 +2,13 @@
 
     PYTHONPATH=. python docs/scripts/velocity_loss_by_t.py CHECKPOINT [--cache cache/taef2-x2-320] [--n 32]
 
-Prints, for t in {0, 0.5, 0.9}, the loss of the checkpoint's EMA model, of ``v = 0`` (stay at the
-noised source) and of ``v = cond - x_t`` (move to the clean source: one Euler step gives PSU), on
-``--n`` cached pairs (central 32x32 latent crops of the second shard), with a fixed noise seed. A
-model that does not beat ``cond - x_t`` at t = 0 has not learnt to denoise its source yet.
+Prints, for t in {0, 0.5, 0.75, 0.9, 0.99}, the loss of the checkpoint's EMA model, of ``v = 0``
+(stay at the noised source), of ``v = cond - x_t`` (move to the clean source: one Euler step gives
+PSU; the linear skip's initial velocity) and of the closed-form Gaussian velocity
+(:func:`flowup.flow.gaussian_velocity` with the per-channel statistics of the whole cache; the
+Gaussian skip's initial velocity), on ``--n`` cached pairs (central 32x32 latent crops of the first
+shard of the cache's top folder), with a fixed noise seed. A model that does not beat
+``cond - x_t`` at t = 0 has not learnt to denoise its source yet.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from flowup.flow import gaussian_velocity
 from train.export import load_flow_from_checkpoint
+from train.latent_cache import residual_statistics
 
 
 @torch.no_grad()
@@ -27,8 +32,8 @@ def main() -> None:
     parser.add_argument("--cache", default="cache/taef2-x2-320")
     parser.add_argument("--n", type=int, default=32)
     args = parser.parse_args()
-    shards = sorted(Path(args.cache).rglob("shard-*.safetensors"))
-    pairs = load_file(str(shards[min(1, len(shards) - 1)]))
+    shards = sorted(Path(args.cache).glob("shard-*.safetensors"))
+    pairs = load_file(str(shards[0]))
     hr, src = (pairs[k][: args.n].float() for k in ("hr", "src"))
     side, size = hr.shape[-1], 32
     lo = (side - size) // 2
@@ -39,12 +44,14 @@ def main() -> None:
     x0 = math.sqrt(a) * src + math.sqrt(1 - a) * eps
     target = hr - x0
     print(f"{args.checkpoint}: step {hp['global_step']}, noise_alpha {a}")
-    print("   t   model   v=0   v=cond-x_t")
-    for t in (0.0, 0.5, 0.9):
+    mean, var = (torch.tensor(v).view(1, -1, 1, 1) for v in residual_statistics(args.cache))
+    print("    t   model   v=0     cond-x_t  gaussian")
+    for t in (0.0, 0.5, 0.75, 0.9, 0.99):
         x_t = (1 - t) * x0 + t * hr
         v = flow(x_t, torch.full((len(hr),), t), src)
-        losses = [((u - target) ** 2).mean().item() for u in (v, torch.zeros_like(v), src - x_t)]
-        print(f"  {t:.1f}  " + "  ".join(f"{l:.4f}" for l in losses))
+        prior = gaussian_velocity(x_t, t, src, a, mean, var)
+        losses = [((u - target) ** 2).mean().item() for u in (v, torch.zeros_like(v), src - x_t, prior)]
+        print(f"  {t:.2f}  " + "  ".join(f"{l:.4f}" for l in losses))
 
 
 if __name__ == "__main__":
