@@ -39,3 +39,18 @@ def test_quickstart_upscales_the_bundled_photo_without_model_flag(tmp_path):
     low = Image.open(example).resize((512, 600), Image.Resampling.BICUBIC)
     diff = torch.tensor(list(out.getdata()), dtype=torch.float32) - torch.tensor(list(low.getdata()), dtype=torch.float32)
     assert 0.5 < diff.abs().mean().item() < 20
+
+
+@pytest.mark.parametrize("name, steps, alpha", [("student-1step", 1, 0.9), ("student-2step", 2, 0.9), ("regression", 1, 1.0)])
+def test_committed_distillation_baselines_load_as_pipelines(name, steps, alpha):
+    # The models behind docs/distillation.md's table (configs/eval/distillation.yaml).
+    from flowup.pipeline import FlowUpPipeline
+
+    folder = ROOT / "models" / "distillation" / name
+    weights = folder / "flow" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert json.loads((folder / "training.json").read_text())["wall_clock_hours"] > 0
+    pipe = FlowUpPipeline.from_pretrained(folder)
+    assert pipe.config.default_num_inference_steps == steps and pipe.config.noise_alpha == pytest.approx(alpha)
