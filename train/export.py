@@ -21,6 +21,7 @@ import torch
 
 from flowup.codecs import load_codec
 from flowup.models import FlowUNet
+from train.module import flow_from_hparams
 
 __all__ = ["export_checkpoint", "main"]
 
@@ -30,18 +31,8 @@ def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = dict(ckpt["hyper_parameters"])
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    source_skip = hp.get("source_skip", "skip.weight" in state)
-    gaussian = source_skip == "gaussian"
-    flow = FlowUNet(
-        latent_channels=hp["latent_channels"],
-        block_out_channels=tuple(hp["block_out_channels"]),
-        layers_per_block=hp["layers_per_block"],
-        norm_num_groups=hp["norm_num_groups"],
-        source_skip=source_skip,
-        skip_noise_alpha=float(hp["noise_alpha"]) if gaussian else None,
-        residual_mean=hp.get("residual_mean") if gaussian else None,
-        residual_var=hp.get("residual_var") if gaussian else None,
-    )
+    hp.setdefault("source_skip", "skip.weight" in state)  # checkpoints from before the option existed
+    flow = flow_from_hparams(hp)
     flow.load_state_dict(state)
     hp["global_step"] = int(ckpt.get("global_step", 0))
     hp["training_cost"] = ckpt.get("training_cost")  # from train.cost.TrainingCost, if the run had it

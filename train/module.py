@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import lightning.pytorch as pl
 import torch
@@ -24,7 +24,25 @@ from flowup.resample import upsample
 from flowup.solver import sample
 from train.latent_cache import residual_statistics
 
-__all__ = ["FlowMatchingModule"]
+__all__ = ["FlowMatchingModule", "flow_from_hparams"]
+
+
+def flow_from_hparams(hp: Mapping[str, Any]) -> FlowUNet:
+    """The (untrained) :class:`FlowUNet` that a run's hyperparameters describe.
+
+    Used by the module and by :mod:`train.export`, so a checkpoint reloads into the same network.
+    """
+    gaussian = hp["source_skip"] == "gaussian"
+    return FlowUNet(
+        latent_channels=hp["latent_channels"],
+        block_out_channels=tuple(hp["block_out_channels"]),
+        layers_per_block=hp["layers_per_block"],
+        norm_num_groups=hp["norm_num_groups"],
+        source_skip=hp["source_skip"],
+        skip_noise_alpha=float(hp["noise_alpha"]) if gaussian else None,
+        residual_mean=hp.get("residual_mean") if gaussian else None,
+        residual_var=hp.get("residual_var") if gaussian else None,
+    )
 
 
 class FlowMatchingModule(pl.LightningModule):
@@ -75,17 +93,12 @@ class FlowMatchingModule(pl.LightningModule):
             residual_mean, residual_var = residual_statistics(residual_stats_cache)
             # Kept in the checkpoint, so loading and export never need the cache again.
             self.hparams.update(residual_mean=residual_mean, residual_var=residual_var)
-        gaussian = source_skip == "gaussian"
-        self.model = FlowUNet(
-            latent_channels=latent_channels,
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            source_skip=source_skip,
-            skip_noise_alpha=noise_alpha if gaussian else None,
-            residual_mean=residual_mean if gaussian else None,
-            residual_var=residual_var if gaussian else None,
-        )
+        # From the arguments, not self.hparams: a subclass's hparams hold its own arguments.
+        self.model = flow_from_hparams(dict(
+            latent_channels=latent_channels, block_out_channels=block_out_channels, layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups, source_skip=source_skip, noise_alpha=noise_alpha,
+            residual_mean=residual_mean, residual_var=residual_var,
+        ))  # fmt: skip
         self._codec_holder: list[Codec] = []  # a list, so the frozen codec is no submodule (not in checkpoints)
 
     # ---------------------------------------------------------------- training

@@ -14,13 +14,12 @@ shard of the cache's top folder), with a fixed noise seed. A model that does not
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from flowup.flow import gaussian_velocity
+from flowup.flow import gaussian_velocity, interpolate, noise_source, target_velocity
 from train.export import load_flow_from_checkpoint
 from train.latent_cache import residual_statistics
 
@@ -41,13 +40,13 @@ def main() -> None:
     flow, hp = load_flow_from_checkpoint(args.checkpoint)
     a = float(hp["noise_alpha"])
     eps = torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))
-    x0 = math.sqrt(a) * src + math.sqrt(1 - a) * eps
-    target = hr - x0
+    x0 = noise_source(src, a, noise=eps)
+    target = target_velocity(x0, hr)
     print(f"{args.checkpoint}: step {hp['global_step']}, noise_alpha {a}")
     mean, var = (torch.tensor(v).view(1, -1, 1, 1) for v in residual_statistics(args.cache))
     print("    t   model   v=0     cond-x_t  gaussian")
     for t in (0.0, 0.5, 0.75, 0.9, 0.99):
-        x_t = (1 - t) * x0 + t * hr
+        x_t = interpolate(x0, hr, t)
         v = flow(x_t, torch.full((len(hr),), t), src)
         prior = gaussian_velocity(x_t, t, src, a, mean, var)
         losses = [((u - target) ** 2).mean().item() for u in (v, torch.zeros_like(v), src - x_t, prior)]
