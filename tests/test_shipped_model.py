@@ -41,7 +41,7 @@ def test_quickstart_upscales_the_bundled_photo_without_model_flag(tmp_path):
     assert 0.5 < diff.abs().mean().item() < 20
 
 
-@pytest.mark.parametrize("name, steps, alpha", [("student-1step", 1, 0.9), ("student-2step", 2, 0.9), ("regression", 1, 1.0)])
+@pytest.mark.parametrize("name, steps, alpha", [("teacher-v0.2", 1, 0.9), ("student-1step", 1, 0.9), ("student-2step", 2, 0.9), ("regression", 1, 1.0)])
 def test_committed_distillation_baselines_load_as_pipelines(name, steps, alpha):
     # The models behind docs/distillation.md's table (configs/eval/distillation.yaml).
     from flowup.pipeline import FlowUpPipeline
