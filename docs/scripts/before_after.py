@@ -1,5 +1,8 @@
 """Make the README's before/after crop: bicubic x2 | flowup x2 (shipped model) of the bundled photo.
 
+Also prints the mean colour shift of the whole flowup output against bicubic (the model card's
+"Limits").
+
     PYTHONPATH=. python docs/scripts/before_after.py [--image flowup/assets/grace_hopper_256.jpg]
         [--box 60 60 188 188] [--zoom 2] [--out docs/images/before_after.png]
 
@@ -35,6 +38,8 @@ def main() -> None:
     flow = pipe(image=rgb, num_inference_steps=args.steps, output_type="pt",
                 generator=torch.Generator().manual_seed(0)).images
     bicubic = upsample(rgb, 2)
+    shift = ((flow.clamp(0, 1) - bicubic.clamp(0, 1)).mean(dim=(0, 2, 3)) * 255).tolist()
+    print("mean colour shift, flowup - bicubic (of 255 levels): R {:+.1f} G {:+.1f} B {:+.1f}".format(*shift))
     left, top, right, bottom = (2 * v for v in args.box)
     tiles = []
     for name, image in (("bicubic x2", bicubic), ("flowup x2", flow)):
