@@ -3,7 +3,7 @@
     PYTHONPATH=. python docs/scripts/seed_spread.py [--image flowup/assets/grace_hopper_256.jpg]
         [--model DIR] [--steps 1 2 4] [--seeds 0 1]
 
-For each step count, upscales the image x2 once per seed and prints the PSNR between the outputs
+For each step count, upscales the image x2 once per seed and prints the PSNR-Y between the outputs
 of the first two seeds (high = the seed barely matters) and between the first seed's output and
 bicubic (for scale). One Euler step from ``t = 0`` returns ``x0 + v(x0, 0, cond)``, whose optimum
 ``E[x1 | cond]`` does not depend on the source noise (model card, item 9): a well-trained model
@@ -16,15 +16,11 @@ import argparse
 
 import torch
 
+from eval.metrics import psnr_y
 from flowup import FlowUpPipeline
 from flowup.image_io import load_image
 from flowup.pipeline import default_model_path
 from flowup.resample import upsample
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1], ``(N, 3, H, W)``."""
-    return (10 * torch.log10(1 / (a - b).pow(2).mean())).item()
 
 
 @torch.no_grad()
@@ -42,14 +38,15 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     rgb = load_image(args.image).rgb[None]
     bicubic = upsample(rgb, 2).clamp(0, 1)
-    print("steps  PSNR seed vs seed (dB)  PSNR vs bicubic (dB)")
+    print("steps  PSNR-Y seed vs seed (dB)  PSNR-Y vs bicubic (dB)")
     for steps in args.steps:
         outputs = [
             pipe(image=rgb, num_inference_steps=steps, output_type="pt",
                  generator=torch.Generator().manual_seed(seed)).images.clamp(0, 1)
             for seed in args.seeds
         ]  # fmt: skip
-        print(f"{steps:5d}  {psnr(outputs[0], outputs[1]):22.2f}  {psnr(outputs[0], bicubic):20.2f}")
+        spread, to_bicubic = psnr_y(outputs[0], outputs[1]).item(), psnr_y(outputs[0], bicubic).item()
+        print(f"{steps:5d}  {spread:24.2f}  {to_bicubic:22.2f}")
 
 
 if __name__ == "__main__":
