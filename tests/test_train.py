@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from flowup.codecs import TAEF2Codec
 from flowup.models import FlowUNet
@@ -63,6 +63,31 @@ def test_latent_dataset_random_subcrops(workspace):
         LatentPairDataset(workspace["cache"], latent_size=16)
     with pytest.raises(FileNotFoundError, match="prepare"):
         LatentPairDataset(workspace["root"] / "images")
+
+
+def test_several_caches_are_pooled(workspace, tmp_path):
+    """A list of cache folders pools their pairs; the residual statistics cover all of them."""
+    from train.datamodule import LatentPairDataModule
+    from train.latent_cache import residual_statistics
+
+    second = tmp_path / "second"
+    second.mkdir()
+    shard = load_file(str(sorted(workspace["cache"].glob("shard-*.safetensors"))[0]))
+    shifted = {"hr": shard["hr"] + 1, "src": shard["src"]}  # other pairs: residuals moved by +1
+    save_file(shifted, str(second / "shard-00000.safetensors"))
+    (second / "recipe.json").write_text(json.dumps({"scale": 2}))
+    one = LatentPairDataset(workspace["cache"], latent_size=4)
+    both = LatentPairDataset([workspace["cache"], second], latent_size=4)
+    assert len(both.hr) == len(one.hr) + len(shifted["hr"]) and len(both.recipes) == 2
+    mean, var = residual_statistics([workspace["cache"], second])
+    residual = torch.cat([one.hr - one.src, shifted["hr"] - shifted["src"]]).double().transpose(0, 1).flatten(1)
+    assert torch.allclose(torch.tensor(mean), residual.mean(1).float(), atol=1e-4)
+    assert torch.allclose(torch.tensor(var), residual.var(1, unbiased=False).float(), rtol=1e-3)
+    (second / "recipe.json").write_text(json.dumps({"scale": 4}))
+    with pytest.raises(ValueError, match="scale 4"):
+        LatentPairDataModule([str(workspace["cache"]), str(second)], latent_size=4).setup("fit")
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        LatentPairDataset([workspace["cache"], tmp_path / "empty"])
 
 
 def _config(workspace, run: Path, max_steps: int, **trainer) -> Path:

@@ -53,7 +53,8 @@ class ValidationImages(Dataset):
 
 class LatentPairDataModule(pl.LightningDataModule):
     """Args:
-    cache_dir: folder of latent shards from ``python -m train prepare``.
+    cache_dir: folder of latent shards from ``python -m train prepare``, or a list of such folders
+        (their pairs are pooled).
     latent_size: side of the random latent sub-crops (pixels / 8).
     batch_size: per process. samples_per_epoch: epoch length (random crops per epoch).
     val_dirs: image folders for validation; val_crop: crop side in pixels; val_limit: at most
@@ -62,7 +63,7 @@ class LatentPairDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        cache_dir: str = "cache/taef2-x2-320",
+        cache_dir: str | list[str] = "cache/taef2-x2-320",
         latent_size: int = 32,
         batch_size: int = 16,
         samples_per_epoch: int = 16000,
@@ -82,9 +83,10 @@ class LatentPairDataModule(pl.LightningDataModule):
         hp = self.hparams
         if self.train_set is None:
             self.train_set = LatentPairDataset(hp.cache_dir, hp.latent_size, hp.samples_per_epoch)
-            cached_scale = self.train_set.recipe.get("scale", hp.scale)
-            if cached_scale != hp.scale:
-                raise ValueError(f"cache {hp.cache_dir} was made for scale {cached_scale}, not {hp.scale}")
+            for folder, recipe in zip(hp.cache_dir if isinstance(hp.cache_dir, list) else [hp.cache_dir],
+                                      self.train_set.recipes):  # fmt: skip
+                if recipe.get("scale", hp.scale) != hp.scale:
+                    raise ValueError(f"cache {folder} was made for scale {recipe['scale']}, not {hp.scale}")
         if self.val_set is None and hp.val_dirs:
             dirs = [d for d in hp.val_dirs if Path(d).exists()]
             self.val_set = ValidationImages(dirs, hp.val_crop, hp.scale, hp.val_limit) if dirs else None

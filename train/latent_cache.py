@@ -30,7 +30,10 @@ from flowup.codecs import Codec, load_codec
 from flowup.image_io import IMAGE_EXTENSIONS, ImageReadError, load_image
 from flowup.resample import downsample, upsample
 
-__all__ = ["CacheRecipe", "prepare_cache", "LatentPairDataset", "list_images", "residual_statistics"]
+__all__ = ["CacheRecipe", "prepare_cache", "LatentPairDataset", "find_shards", "list_images", "residual_statistics"]
+
+#: One latent cache folder, or several whose pairs are used together.
+CacheDirs = str | Path | list[str] | list[Path]
 
 log = logging.getLogger(__name__)
 
@@ -161,26 +164,46 @@ def prepare_cache(
     return written
 
 
+def _as_list(cache_dir: CacheDirs) -> list[str | Path]:
+    return [cache_dir] if isinstance(cache_dir, (str, Path)) else list(cache_dir)
+
+
+def _read_recipe(cache_dir: Path) -> dict:
+    recipe = cache_dir / "recipe.json"
+    return json.loads(recipe.read_text()) if recipe.exists() else {}
+
+
+def find_shards(cache_dir: CacheDirs) -> list[Path]:
+    """Every ``shard-*.safetensors`` under one cache folder or several (subfolders included:
+    caches made in parts), in a fixed order. Raises ``FileNotFoundError`` for a folder with none."""
+    shards: list[Path] = []
+    for folder in _as_list(cache_dir):
+        found = sorted(Path(folder).rglob("shard-*.safetensors"))
+        if not found:
+            raise FileNotFoundError(f"no latent shards in {folder}; run `python -m train prepare` first")
+        shards += found
+    return shards
+
+
 class LatentPairDataset(Dataset):
-    """Random ``latent_size`` sub-crops of cached latent pairs (all shards under ``cache_dir``).
+    """Random ``latent_size`` sub-crops of cached latent pairs (all shards under ``cache_dir``,
+    one folder or a list of folders, e.g. two caches of other random crops of the same photos).
 
     Item: ``{"src": (C, s, s), "hr": (C, s, s)}`` float32 (plus any further tensors the shards
     hold, same window). ``samples_per_epoch`` sets the epoch length (each item is a fresh random
     crop of a random pair).
     """
 
-    def __init__(self, cache_dir: str | Path, latent_size: int = 32, samples_per_epoch: int | None = None):
-        cache_dir = Path(cache_dir)
-        shards = sorted(cache_dir.rglob("shard-*.safetensors"))  # subfolders: caches made in parts
-        if not shards:
-            raise FileNotFoundError(f"no latent shards in {cache_dir}; run `python -m train prepare` first")
-        parts = [load_file(str(s)) for s in shards]
+    def __init__(self, cache_dir: CacheDirs, latent_size: int = 32, samples_per_epoch: int | None = None):
+        parts = [load_file(str(s)) for s in find_shards(cache_dir)]
         self.hr = torch.cat([p["hr"] for p in parts])
         self.src = torch.cat([p["src"] for p in parts])
         # Further tensors of the same shape (e.g. a distillation cache's "noise" and "target",
         # train.distill) are cropped with the same window and returned beside src / hr.
         self.extra = {k: torch.cat([p[k] for p in parts]) for k in sorted(parts[0]) if k not in ("hr", "src")}
-        self.recipe = json.loads((cache_dir / "recipe.json").read_text()) if (cache_dir / "recipe.json").exists() else {}
+        #: The recipe of each cache folder (``recipe.json``; ``{}`` where a folder has none).
+        self.recipes = [_read_recipe(Path(d)) for d in _as_list(cache_dir)]
+        self.recipe = self.recipes[0]
         full = self.hr.shape[-1]
         if latent_size > full:
             raise ValueError(f"latent_size {latent_size} is larger than the cached latents ({full})")
@@ -203,15 +226,14 @@ class LatentPairDataset(Dataset):
 
 
 @torch.no_grad()
-def residual_statistics(cache_dir: str | Path) -> tuple[list[float], list[float]]:
-    """Per-channel mean and variance of ``hr - src`` over every cached pair (all shards).
+def residual_statistics(cache_dir: CacheDirs) -> tuple[list[float], list[float]]:
+    """Per-channel mean and variance of ``hr - src`` over every cached pair (all shards of one
+    cache folder or a list of them).
 
     These parametrise the Gaussian detail model of ``FlowUNet(source_skip="gaussian")``.
     Returns two lists of ``C`` floats.
     """
-    shards = sorted(Path(cache_dir).rglob("shard-*.safetensors"))
-    if not shards:
-        raise FileNotFoundError(f"no latent shards in {cache_dir}; run `python -m train prepare` first")
+    shards = find_shards(cache_dir)
     total = total_sq = None
     count = 0
     for shard in shards:

@@ -53,7 +53,7 @@ class FlowMatchingModule(pl.LightningModule):
         block_out_channels, layers_per_block, norm_num_groups, source_skip: the network (see ``FlowUNet``).
         residual_mean, residual_var: the Gaussian detail model of ``source_skip="gaussian"``
             (``C`` floats each); when not given they are measured on ``residual_stats_cache``
-            (a latent cache folder) and stored in the checkpoint's hyperparameters.
+            (a latent cache folder, or a list of them) and stored in the checkpoint's hyperparameters.
         noise_alpha: noise augmentation of the source, ``x0 = sqrt(a) z_src + sqrt(1 - a) eps``.
         time_distribution: ``uniform`` or ``logit_normal`` training times.
         lr, weight_decay, betas: AdamW; ``warmup_steps`` linear warm-up, then cosine decay to
@@ -72,7 +72,7 @@ class FlowMatchingModule(pl.LightningModule):
         source_skip: bool | Literal["linear", "gaussian", "none"] = True,
         residual_mean: list[float] | None = None,
         residual_var: list[float] | None = None,
-        residual_stats_cache: str | None = None,
+        residual_stats_cache: str | list[str] | None = None,
         noise_alpha: float = 0.9,
         time_distribution: Literal["uniform", "logit_normal"] = "uniform",
         lr: float = 2e-4,
