@@ -10,9 +10,10 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
 ``psu``                     codec round trip of the bicubic upsample: flowup's source, no flow
 ``codec-hr``                codec round trip of the high-res image itself: the ceiling of any
                             method working in that latent space (it *sees the answer*)
-``flowup[:SOLVER[:STEPS]]`` the shipped default model (or ``--model``); ``flowup:euler:4``,
-                            ``flowup:dopri5``; without arguments the model's defaults
-``flowup@PATH[:SOLVER[:STEPS]]``  any FlowUpPipeline folder, e.g. a distilled student
+``flowup[:SOLVER[:STEPS[:bpN]]]``  the shipped default model (or ``--model``); ``flowup:euler:4``,
+                            ``flowup:dopri5``, ``flowup:euler:1:bp0`` (N back-projection steps,
+                            :mod:`flowup.back_projection`); without arguments the model's defaults
+``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
                             ``--sd-upscaler`` (or ``sd-latent-upscale@PATH``)
@@ -202,18 +203,25 @@ def read_training_cost(folder: str | Path) -> dict | None:
         raise ValueError(f"{path}: unreadable training.json ({err})") from None
 
 
-def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None]:
-    if len(spec.args) > 2:
-        raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS]]")
+def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None]:
+    """``(solver, steps, back_projection_steps)`` from ``:SOLVER[:STEPS[:bpN]]``, None where not given."""
+    if len(spec.args) > 3:
+        raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS[:bpN]]]")
     solver = spec.args[0] if spec.args else None
     if solver is not None and solver not in SOLVERS:
         raise UnknownMethodError(f"{spec.text!r}: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     steps = None
-    if len(spec.args) == 2:
+    if len(spec.args) >= 2:
         if not spec.args[1].isdigit() or int(spec.args[1]) < 1:
             raise UnknownMethodError(f"{spec.text!r}: steps must be a positive integer, got {spec.args[1]!r}")
         steps = int(spec.args[1])
-    return solver, steps
+    back_projection = None
+    if len(spec.args) == 3:
+        arg = spec.args[2]
+        if not (arg.startswith("bp") and arg[2:].isdigit()):
+            raise UnknownMethodError(f"{spec.text!r}: back-projection must be bpN (N >= 0 steps), got {arg!r}")
+        back_projection = int(arg[2:])
+    return solver, steps, back_projection
 
 
 class FlowUp(Method):
@@ -221,7 +229,7 @@ class FlowUp(Method):
 
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
-        self.solver, self.steps = _solver_args(spec)
+        self.solver, self.steps, self.back_projection_steps = _solver_args(spec)
         if pipeline is None:
             from flowup.pipeline import FlowUpPipeline, default_model_path
 
@@ -246,6 +254,7 @@ class FlowUp(Method):
             solver=self.solver,
             generator=generator,
             output_type="pt",
+            back_projection_steps=self.back_projection_steps,
         )
         self.nfe = int(out.nfe)
         return out.images.float()

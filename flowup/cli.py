@@ -78,6 +78,10 @@ def _register_upscale(subparsers: argparse._SubParsersAction) -> None:
                    help="ODE steps per 2x stage (default: the model's own setting)")
     p.add_argument("--solver", choices=("euler", "midpoint", "rk4", "dopri5"),
                    help="ODE solver (default: the model's own setting)")
+    p.add_argument("--back-projection", type=_non_negative_int, metavar="N",
+                   help="low-res consistency steps after each 2x stage: pull the output's colours and "
+                        "tones back to the input's (downsample(output) = input); 0 = off "
+                        "(default: the model's own setting)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; same seed, same output (default: 0)")
     p.add_argument("--tile", type=_non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
@@ -258,6 +262,7 @@ def _upscale_one(pipe, job: _Job, args: argparse.Namespace) -> int:
         output_type="pt",
         tile_size=args.tile,
         codec_tile_size=args.tile,
+        back_projection_steps=args.back_projection,
     )
     rgb = result.images[0]
     alpha = upsample_alpha(loaded.alpha, args.scale) if loaded.alpha is not None else None

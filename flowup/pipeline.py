@@ -9,7 +9,9 @@ One x2 stage (DESIGN.md, "Inference"):
    it, and image ``i`` of a batch equals that image run alone with the same generator);
 3. integrate ``dx/dt = v(x, t, cond)`` from t = 0 to 1 (:func:`flowup.solver.sample`), the
    velocity evaluated tile by tile with overlap and blending (:mod:`flowup.tiling`);
-4. ``D(x1)`` (codec decode, tiled) cropped back to exactly twice the input size.
+4. ``D(x1)`` (codec decode, tiled) cropped back to exactly twice the input size;
+5. ``back_projection_steps`` steps of low-res consistency (:mod:`flowup.back_projection`): the
+   output's low frequencies are pulled back to the input's, ``downsample(out) ~= x_lr``.
 
 ``scale=4`` runs the x2 stage twice, the second on the first stage's output image. Latent inputs
 (``latents=``, of this pipeline's codec) are decoded with the codec and then take the same path;
@@ -37,6 +39,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from flowup.back_projection import back_project
 from flowup.codecs import Codec, TAEF2Codec, load_codec
 from flowup.flow import alpha_bar_at, noise_source
 from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
@@ -90,7 +93,7 @@ class FlowUpPipeline(DiffusionPipeline):
     Components: ``flow`` (:class:`~flowup.FlowUNet`, the velocity model ``v(x_t, t, cond)``) and
     ``codec`` (a :class:`~flowup.codecs.Codec`, TAEF2 by default). Config: ``noise_alpha`` (the
     source's noise augmentation ``a``), ``scale_factor`` (2: one stage), the default number of
-    steps and solver, and ``codec_spec`` (how to rebuild a codec that is not saved in the folder,
+    steps, solver and back-projection steps, and ``codec_spec`` (how to rebuild a codec that is not saved in the folder,
     e.g. ``"taef2"``).
 
     Example::
@@ -112,12 +115,15 @@ class FlowUpPipeline(DiffusionPipeline):
         default_num_inference_steps: int = 40,
         default_solver: str = "euler",
         codec_spec: str | None = None,
+        default_back_projection_steps: int = 0,
     ):
         super().__init__()
         if scale_factor != 2:
             raise ValueError(f"only x2 flow models are supported (scale_factor=2), got {scale_factor}")
         if default_solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
             raise ValueError(f"unknown solver {default_solver!r}")
+        if not isinstance(default_back_projection_steps, int) or default_back_projection_steps < 0:
+            raise ValueError(f"default_back_projection_steps must be an integer >= 0, got {default_back_projection_steps!r}")
         skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
@@ -128,6 +134,7 @@ class FlowUpPipeline(DiffusionPipeline):
             default_num_inference_steps=int(default_num_inference_steps),
             default_solver=default_solver,
             codec_spec=codec_spec,
+            default_back_projection_steps=default_back_projection_steps,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -148,6 +155,7 @@ class FlowUpPipeline(DiffusionPipeline):
         tile_overlap: int | None = None,
         codec_tile_size: int | None = None,
         latent_upsample: str = "pixel",
+        back_projection_steps: int | None = None,
     ) -> FlowUpPipelineOutput | tuple:
         r"""Upscale ``image`` (or ``latents``) by ``scale``.
 
@@ -170,6 +178,8 @@ class FlowUpPipeline(DiffusionPipeline):
             codec_tile_size: latent tile side for the codec (``None`` default, ``0`` untiled).
             latent_upsample: for ``latents``: ``"pixel"`` decodes them and upsamples in pixels
                 (default, better); ``"bilinear"`` upsamples the latents directly in the first stage.
+            back_projection_steps: low-res consistency steps after each x2 stage
+                (:func:`flowup.back_projection.back_project`); ``0`` = off; default from the config.
 
         Returns:
             :class:`FlowUpPipelineOutput` with ``images`` exactly ``scale`` times the input size and
@@ -186,11 +196,15 @@ class FlowUpPipeline(DiffusionPipeline):
             raise ValueError(f"unknown solver {solver!r}; choose one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
         if solver in FIXED_STEP_METHODS and (not isinstance(steps, int) or steps < 1):
             raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
+        if back_projection_steps is None:
+            back_projection_steps = self.config.get("default_back_projection_steps", 0)
+        if not isinstance(back_projection_steps, int) or back_projection_steps < 0:
+            raise ValueError(f"back_projection_steps must be an integer >= 0, got {back_projection_steps!r}")
 
         items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size)
         generators = _per_image_generators(generator, len(items))
         options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
-                       codec_tile_size=codec_tile_size)  # fmt: skip
+                       codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps)  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
         same_size = len({tuple(i.rgb.shape) for i in items}) == 1
@@ -227,6 +241,7 @@ class FlowUpPipeline(DiffusionPipeline):
         tile_size: int | None,
         tile_overlap: int | None,
         codec_tile_size: int | None,
+        back_projection_steps: int,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE."""
         device, flow, codec = self._execution_device, self.flow, self.codec
@@ -259,6 +274,8 @@ class FlowUpPipeline(DiffusionPipeline):
         latent = result.x1
         decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size)
         images = decoded[..., :out_h, :out_w].float()
+        del decoded
+        images = back_project(images, rgb.to(images), back_projection_steps)
         latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]
         return images, latent, result.nfe
 
@@ -405,7 +422,8 @@ class FlowUpPipeline(DiffusionPipeline):
         if torch_dtype is not None:
             codec = _cast(codec, torch_dtype)
         params = {k: index[k] for k in ("noise_alpha", "scale_factor", "default_num_inference_steps",
-                                        "default_solver", "codec_spec") if k in index}  # fmt: skip
+                                        "default_solver", "codec_spec", "default_back_projection_steps")
+                  if k in index}  # fmt: skip
         pipe = cls(flow=flow.eval(), codec=codec.eval(), **params)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe

@@ -38,6 +38,7 @@ def test_parse_method_forms():
     spec = parse_method("student=flowup@runs/x/model:euler:1")
     assert (spec.label, spec.family, spec.path, spec.args) == ("student", "flowup", "runs/x/model", ["euler", "1"])
     assert parse_method("flowup:dopri5").args == ["dopri5"]
+    assert parse_method("flowup:euler:1:bp3").args == ["euler", "1", "bp3"]
     assert parse_method("bicubic").family == "bicubic"
 
 
@@ -48,6 +49,9 @@ def test_parse_method_forms():
         ("flowup:heun:4", "unknown solver"),
         ("flowup:euler:zero", "positive integer"),
         ("flowup:euler:0", "positive integer"),
+        ("flowup:euler:1:3", "bpN"),
+        ("flowup:euler:1:bp-1", "bpN"),
+        ("flowup:euler:1:bp1:x", "expected"),
         ("flowup@:euler", "empty path"),
         ("=bicubic", "empty label"),
     ],

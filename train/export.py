@@ -1,6 +1,6 @@
 """Export a training checkpoint (its EMA weights) as a ``FlowUpPipeline`` folder.
 
-``python -m train export CHECKPOINT OUT_DIR [--dtype float16] [--steps N] [--solver euler]``
+``python -m train export CHECKPOINT OUT_DIR [--dtype float16] [--steps N] [--solver euler] [--back-projection N]``
 
 The checkpoint's ``state_dict`` holds the averaged (EMA) weights when the run used
 :class:`train.ema.WarmupEMA` (Lightning stores the average there); the live weights are ignored.
@@ -46,6 +46,7 @@ def export_checkpoint(
     num_inference_steps: int | None = None,
     solver: str = "euler",
     training_info: dict | None = None,
+    back_projection_steps: int = 0,
 ) -> Path:
     """Write ``out_dir`` (``model_index.json``, ``flow/`` safetensors) from ``checkpoint``."""
     from flowup.pipeline import FlowUpPipeline
@@ -58,7 +59,7 @@ def export_checkpoint(
     pipe = FlowUpPipeline(
         flow=flow, codec=codec, noise_alpha=float(hp["noise_alpha"]), scale_factor=int(hp.get("scale", 2)),
         default_num_inference_steps=num_inference_steps, default_solver=solver,
-        codec_spec=hp.get("codec", "taef2"),
+        codec_spec=hp.get("codec", "taef2"), default_back_projection_steps=back_projection_steps,
     )  # fmt: skip
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, torch_dtype=dtype)
@@ -77,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="default number of inference steps stored (default: the module's, else 4)")
     parser.add_argument("--solver", default="euler", help="default solver stored")
+    parser.add_argument("--back-projection", type=int, default=0, metavar="N",
+                        help="default low-res consistency steps stored (flowup.back_projection; default: 0)")
     parser.add_argument("--info", default=None, help="JSON file with extra training info (wall time, hardware)")
     args = parser.parse_args(argv)
     info = json.loads(Path(args.info).read_text()) if args.info else None
-    out = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.steps, args.solver, info)
+    out = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.steps, args.solver, info,
+                            back_projection_steps=args.back_projection)
     print(f"exported {args.checkpoint} -> {out}")
