@@ -3,11 +3,13 @@
 A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
 
 ==========================  ==================================================================
-``bicubic``                 :func:`flowup.resample.upsample` (bicubic, clamped)
+``bicubic[:bpN]``           :func:`flowup.resample.upsample` (bicubic, clamped); ``bicubic:bp5``
+                            adds 5 back-projection steps (classical iterative back-projection)
 ``lanczos``                 PIL's Lanczos resize (8-bit in, float out)
 ``latent-bilinear``         codec latent of the low-res image, bilinear ``F.interpolate`` in
                             latent space, decoded (the weak source flowup does not use)
-``psu``                     codec round trip of the bicubic upsample: flowup's source, no flow
+``psu[:bpN]``               codec round trip of the bicubic upsample: flowup's source, no flow
+                            (``psu:bp5``: then 5 back-projection steps, flowup's default minus the flow)
 ``codec-hr``                codec round trip of the high-res image itself: the ceiling of any
                             method working in that latent space (it *sees the answer*)
 ``flowup[:SOLVER[:STEPS[:bpN]]]``  the shipped default model (or ``--model``); ``flowup:euler:4``,
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from flowup.back_projection import back_project
 from flowup.resample import upsample
 
 __all__ = [
@@ -129,17 +132,32 @@ def _no_args(spec: MethodSpec) -> None:
         raise UnknownMethodError(f"method {spec.family!r} takes no '@PATH' or ':ARG' ({spec.text!r})")
 
 
+def _back_projection_arg(text: str, arg: str) -> int:
+    """``bpN`` -> N (back-projection steps, :mod:`flowup.back_projection`)."""
+    if not (arg.startswith("bp") and arg[2:].isdigit()):
+        raise UnknownMethodError(f"{text!r}: back-projection must be bpN (N >= 0 steps), got {arg!r}")
+    return int(arg[2:])
+
+
+def _only_back_projection(spec: MethodSpec) -> int:
+    """Back-projection steps of a baseline that takes nothing but an optional ``:bpN``."""
+    if spec.path or len(spec.args) > 1:
+        raise UnknownMethodError(f"method {spec.family!r} takes only an optional ':bpN' ({spec.text!r})")
+    return _back_projection_arg(spec.text, spec.args[0]) if spec.args else 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Pixel-space resamplers
 
 
 class Bicubic(Method):
     def __init__(self, spec: MethodSpec, ctx: MethodContext):
-        _no_args(spec)
+        self.back_projection_steps = _only_back_projection(spec)
         super().__init__(spec, ctx)
 
     def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return upsample(lr.to(self.ctx.device), self.ctx.scale)
+        lr = lr.to(self.ctx.device)
+        return back_project(upsample(lr, self.ctx.scale), lr, self.back_projection_steps)
 
 
 class Lanczos(Method):
@@ -159,8 +177,13 @@ class Lanczos(Method):
 
 
 class _CodecMethod(Method):
+    takes_back_projection = False
+
     def __init__(self, spec: MethodSpec, ctx: MethodContext):
-        _no_args(spec)
+        if self.takes_back_projection:
+            self.back_projection_steps = _only_back_projection(spec)
+        else:
+            _no_args(spec)
         super().__init__(spec, ctx)
         self.codec = ctx.get_codec()
 
@@ -177,9 +200,13 @@ class LatentBilinear(_CodecMethod):
 
 
 class PSU(_CodecMethod):
+    takes_back_projection = True
+
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return self.codec.decode(self.codec.encode(upsample(lr.to(self.ctx.device), self.ctx.scale))).float()
+        lr = lr.to(self.ctx.device)
+        out = self.codec.decode(self.codec.encode(upsample(lr, self.ctx.scale))).float()
+        return back_project(out, lr, self.back_projection_steps)
 
 
 class CodecHR(_CodecMethod):
@@ -215,12 +242,7 @@ def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None]:
         if not spec.args[1].isdigit() or int(spec.args[1]) < 1:
             raise UnknownMethodError(f"{spec.text!r}: steps must be a positive integer, got {spec.args[1]!r}")
         steps = int(spec.args[1])
-    back_projection = None
-    if len(spec.args) == 3:
-        arg = spec.args[2]
-        if not (arg.startswith("bp") and arg[2:].isdigit()):
-            raise UnknownMethodError(f"{spec.text!r}: back-projection must be bpN (N >= 0 steps), got {arg!r}")
-        back_projection = int(arg[2:])
+    back_projection = _back_projection_arg(spec.text, spec.args[2]) if len(spec.args) == 3 else None
     return solver, steps, back_projection
 
 

@@ -63,7 +63,20 @@ def test_parse_method_rejects_bad_specs(text, message):
 
 def test_baselines_take_no_arguments(ctx):
     with pytest.raises(UnknownMethodError, match="takes no"):
+        build_method("lanczos:4", ctx)
+    with pytest.raises(UnknownMethodError, match="bpN"):
         build_method("bicubic:4", ctx)
+
+
+def test_baselines_with_back_projection(lr, ctx):
+    from flowup.back_projection import back_project
+
+    assert torch.equal(build_method("bicubic:bp3", ctx).upscale(lr, None), back_project(upsample(lr, 2), lr, 3))
+    psu, psu_bp = build_method("psu", ctx).upscale(lr, None), build_method("psu:bp3", ctx).upscale(lr, None)
+    assert torch.equal(psu_bp, back_project(psu, lr, 3))
+    for bad in ("bicubic:3", "psu:bp1:bp2", "lanczos:bp1", "codec-hr:bp1"):
+        with pytest.raises(UnknownMethodError):
+            build_method(bad, ctx)
 
 
 def test_bicubic_is_flowup_resample(lr, ctx):

@@ -23,6 +23,7 @@ def test_shipped_model_files_are_fp16_safetensors_under_25_mb():
     assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
     index = json.loads((MODEL / "model_index.json").read_text())
     assert index["codec_spec"] == "taef2" and index["codec"] == [None, None]  # no copy of TAEF2
+    assert index["default_num_inference_steps"] == 1 and index["default_back_projection_steps"] == 5
     assert (MODEL / "MODEL_CARD.md").is_file()
     assert json.loads((MODEL / "training.json").read_text())["global_step"] > 0
 
@@ -39,6 +40,14 @@ def test_quickstart_upscales_the_bundled_photo_without_model_flag(tmp_path):
     low = Image.open(example).resize((512, 600), Image.Resampling.BICUBIC)
     diff = torch.tensor(list(out.getdata()), dtype=torch.float32) - torch.tensor(list(low.getdata()), dtype=torch.float32)
     assert 0.5 < diff.abs().mean().item() < 20
+    # Back-projection on by default: downsampling the output gives the input back (8-bit levels).
+    from flowup.resample import downsample
+
+    def tensor(image: Image.Image) -> torch.Tensor:
+        return torch.tensor(list(image.getdata()), dtype=torch.float32).T.reshape(1, 3, image.height, image.width)
+
+    back = downsample(tensor(out) / 255, 2) * 255
+    assert (back - tensor(Image.open(example).convert("RGB"))).abs().mean().item() < 1.0
 
 
 @pytest.mark.parametrize("name, steps, alpha", [("teacher-v0.2", 1, 0.9), ("student-1step", 1, 0.9), ("student-2step", 2, 0.9), ("regression", 1, 1.0)])
