@@ -177,6 +177,26 @@ def test_out_of_memory_gives_advice(tmp_path, capsys, tiny_pipeline_dir, monkeyp
     assert "a.png" in line and "out of memory" in line and "--tile" in line
 
 
+def test_back_projection_flag(tmp_path, capsys, tiny_pipeline_dir):
+    """--back-projection N pulls the output towards downsample(output) = input; 0 (the tiny model's
+    default) leaves it as decoded; a negative N is a usage error."""
+    from flowup.image_io import load_image
+    from flowup.resample import downsample
+
+    a = _write_png(tmp_path / "a.png", 24, 16)
+    errors = {}
+    for steps in ("0", "5"):
+        out = tmp_path / f"o{steps}"
+        assert _run(capsys, str(a), "-o", str(out), "--back-projection", steps, "--model", str(tiny_pipeline_dir))[0] == 0
+        back = downsample(load_image(out / "a_x2.png").rgb[None], 2)
+        errors[steps] = (back - load_image(a).rgb[None]).abs().mean().item()
+    assert errors["5"] < 0.5 * errors["0"]
+    with pytest.raises(SystemExit) as info:
+        main(["upscale", str(a), "-o", str(tmp_path / "bad"), "--back-projection", "-1"])
+    assert info.value.code == 2
+    capsys.readouterr()
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["upscale", "x.png", "-o", str(tmp_path), "--scale", "3"])
