@@ -4,7 +4,7 @@ Also prints the mean colour shift of the whole flowup output against bicubic (th
 "Limits").
 
     PYTHONPATH=. python docs/scripts/before_after.py [--image flowup/assets/grace_hopper_256.jpg]
-        [--box 60 60 188 188] [--zoom 2] [--out docs/images/before_after.png]
+        [--box 60 60 188 188] [--zoom 2] [--steps N] [--back-projection N] [--out docs/images/before_after.png]
 
 ``--box`` is a crop of the low-res input (left top right bottom); both outputs are cropped to the
 matching 2x region and enlarged ``--zoom`` times with nearest neighbour so pixels stay visible.
@@ -30,12 +30,13 @@ def main() -> None:
     parser.add_argument("--box", type=int, nargs=4, default=[60, 60, 188, 188])
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--back-projection", type=int, default=None, metavar="N", help="default: the model's")
     parser.add_argument("--out", default="docs/images/before_after.png")
     args = parser.parse_args()
 
     rgb = load_image(args.image).rgb[None]
     pipe = FlowUpPipeline.from_pretrained(default_model_path())
-    flow = pipe(image=rgb, num_inference_steps=args.steps, output_type="pt",
+    flow = pipe(image=rgb, num_inference_steps=args.steps, output_type="pt", back_projection_steps=args.back_projection,
                 generator=torch.Generator().manual_seed(0)).images
     bicubic = upsample(rgb, 2)
     shift = ((flow.clamp(0, 1) - bicubic.clamp(0, 1)).mean(dim=(0, 2, 3)) * 255).tolist()

@@ -1,13 +1,14 @@
 """How much a model's output depends on the sampling seed, per number of Euler steps.
 
     PYTHONPATH=. python docs/scripts/seed_spread.py [--image flowup/assets/grace_hopper_256.jpg]
-        [--model DIR] [--steps 1 2 4] [--seeds 0 1]
+        [--model DIR] [--steps 1 2 4] [--seeds 0 1] [--back-projection 0]
 
 For each step count, upscales the image x2 once per seed and prints the PSNR-Y between the outputs
 of the first two seeds (high = the seed barely matters) and between the first seed's output and
 bicubic (for scale). One Euler step from ``t = 0`` returns ``x0 + v(x0, 0, cond)``, whose optimum
 ``E[x1 | cond]`` does not depend on the source noise (model card, item 9): a well-trained model
-gives nearly the same image for every seed at 1 step and different draws at more steps.
+gives nearly the same image for every seed at 1 step and different draws at more steps. The flow's
+own output is compared: no back-projection unless ``--back-projection N`` asks for it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--back-projection", type=int, default=0, metavar="N", help="back-projection steps (default: 0)")
     args = parser.parse_args()
     if len(args.seeds) < 2:
         parser.error("--seeds needs at least two seeds")
@@ -41,7 +43,7 @@ def main() -> None:
     print("steps  PSNR-Y seed vs seed (dB)  PSNR-Y vs bicubic (dB)")
     for steps in args.steps:
         outputs = [
-            pipe(image=rgb, num_inference_steps=steps, output_type="pt",
+            pipe(image=rgb, num_inference_steps=steps, output_type="pt", back_projection_steps=args.back_projection,
                  generator=torch.Generator().manual_seed(seed)).images.clamp(0, 1)
             for seed in args.seeds
         ]  # fmt: skip
