@@ -14,7 +14,7 @@ everywhere, as far as that input can tell.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 
@@ -29,35 +29,46 @@ from train.latent_cache import list_images
 STEPS = (0, 1, 2, 3, 5, 10, 30)
 
 
-@torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--images``, ``--limit``, ``--crop``: which training photos :func:`centre_crops` reads."""
     parser.add_argument("--images", nargs="+", default=["../shared/data/train/wikipedia", "../shared/data/train/polyu"])
     parser.add_argument("--limit", type=int, default=6, help="images per folder")
     parser.add_argument("--crop", type=int, default=256)
-    args = parser.parse_args()
-    pipe = FlowUpPipeline.from_pretrained(default_model_path())
-    pipe.set_progress_bar_config(disable=True)
-    rows, bicubic = [], []  # per image: [(mean error, p99 error, psnr) for k in STEPS]
-    for folder in args.images:
-        for path in list_images([folder])[: args.limit]:
+
+
+def centre_crops(folders: list[str], limit: int, crop: int) -> Iterator[torch.Tensor]:
+    """Centre ``crop`` px crops ``(1, 3, crop, crop)`` of the first ``limit`` images (by name) of
+    each folder; unreadable files are skipped."""
+    for folder in folders:
+        for path in list_images([folder])[:limit]:
             try:
                 image = load_image(path).rgb
             except ImageReadError:
                 continue
             _, h, w = image.shape
-            c = args.crop
-            hr = image[:, (h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c][None]
-            lr = downsample(hr, 2)
-            out = pipe(image=lr, output_type="pt", back_projection_steps=0,
-                       generator=torch.Generator().manual_seed(0)).images  # fmt: skip
-            row = []
-            for k in STEPS:
-                projected = back_project(out, lr, k)
-                error = (low_res_error(projected, lr).abs() * 255).flatten()
-                row.append((error.mean().item(), error.quantile(0.99).item(), psnr_y(projected, hr).item()))
-            rows.append(row)
-            bicubic.append(psnr_y(upsample(lr, 2), hr).item())
+            top, left = (h - crop) // 2, (w - crop) // 2
+            yield image[:, top : top + crop, left : left + crop][None]
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_crop_arguments(parser)
+    args = parser.parse_args()
+    pipe = FlowUpPipeline.from_pretrained(default_model_path())
+    pipe.set_progress_bar_config(disable=True)
+    rows, bicubic = [], []  # per image: [(mean error, p99 error, psnr) for k in STEPS]
+    for hr in centre_crops(args.images, args.limit, args.crop):
+        lr = downsample(hr, 2)
+        out = pipe(image=lr, output_type="pt", back_projection_steps=0,
+                   generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+        row = []
+        for k in STEPS:
+            projected = back_project(out, lr, k)
+            error = (low_res_error(projected, lr).abs() * 255).flatten()
+            row.append((error.mean().item(), error.quantile(0.99).item(), psnr_y(projected, hr).item()))
+        rows.append(row)
+        bicubic.append(psnr_y(upsample(lr, 2), hr).item())
     table = torch.tensor(rows).median(dim=0).values  # (len(STEPS), 3)
     print(f"{len(rows)} crops, medians over crops; bicubic PSNR-Y {torch.tensor(bicubic).median().item():.2f}")
     print("steps  mean |lr - D(out)| (8-bit)  p99  PSNR-Y")

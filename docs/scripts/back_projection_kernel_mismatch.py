@@ -20,10 +20,10 @@ from PIL import Image
 
 from eval.metrics import psnr_y
 from flowup import FlowUpPipeline
-from flowup.image_io import ImageReadError, load_image
 from flowup.pipeline import default_model_path
 from flowup.resample import downsample, upsample
-from train.latent_cache import list_images
+
+from back_projection_convergence import add_crop_arguments, centre_crops  # beside this script: the same crops
 
 
 def pil_downsample(hr: torch.Tensor, method: Image.Resampling) -> torch.Tensor:
@@ -37,9 +37,7 @@ def pil_downsample(hr: torch.Tensor, method: Image.Resampling) -> torch.Tensor:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", nargs="+", default=["../shared/data/train/wikipedia", "../shared/data/train/polyu"])
-    parser.add_argument("--limit", type=int, default=6, help="images per folder")
-    parser.add_argument("--crop", type=int, default=256)
+    add_crop_arguments(parser)
     args = parser.parse_args()
     pipe = FlowUpPipeline.from_pretrained(default_model_path())
     pipe.set_progress_bar_config(disable=True)
@@ -49,23 +47,15 @@ def main() -> None:
         "Lanczos (PIL)": lambda hr: pil_downsample(hr, Image.Resampling.LANCZOS),
     }
     scores = {k: [] for k in kinds}  # per kind: rows of (bicubic, bp0, bp5) PSNR-Y
-    for folder in args.images:
-        for path in list_images([folder])[: args.limit]:
-            try:
-                image = load_image(path).rgb
-            except ImageReadError:
-                continue
-            _, h, w = image.shape
-            c = args.crop
-            hr = image[:, (h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c][None]
-            for kind, make_lr in kinds.items():
-                lr = make_lr(hr)
-                row = [psnr_y(upsample(lr, 2), hr).item()]
-                for steps in (0, 5):
-                    out = pipe(image=lr, output_type="pt", back_projection_steps=steps,
-                               generator=torch.Generator().manual_seed(0)).images  # fmt: skip
-                    row.append(psnr_y(out, hr).item())
-                scores[kind].append(row)
+    for hr in centre_crops(args.images, args.limit, args.crop):
+        for kind, make_lr in kinds.items():
+            lr = make_lr(hr)
+            row = [psnr_y(upsample(lr, 2), hr).item()]
+            for steps in (0, 5):
+                out = pipe(image=lr, output_type="pt", back_projection_steps=steps,
+                           generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+                row.append(psnr_y(out, hr).item())
+            scores[kind].append(row)
     print(f"{len(scores[next(iter(kinds))])} crops; median PSNR-Y (dB)")
     print(f"{'low-res input made by':32s} bicubic  flowup bp0  flowup bp5")
     for kind, rows in scores.items():
