@@ -29,11 +29,13 @@ from train.latent_cache import list_images
 STEPS = (0, 1, 2, 3, 5, 10, 30)
 
 
-def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--images``, ``--limit``, ``--crop``: which training photos :func:`centre_crops` reads."""
+def parse_crop_arguments(doc: str) -> argparse.Namespace:
+    """The command line: ``--images``, ``--limit``, ``--crop`` (the training photos :func:`centre_crops` reads)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--images", nargs="+", default=["../shared/data/train/wikipedia", "../shared/data/train/polyu"])
     parser.add_argument("--limit", type=int, default=6, help="images per folder")
     parser.add_argument("--crop", type=int, default=256)
+    return parser.parse_args()
 
 
 def centre_crops(folders: list[str], limit: int, crop: int) -> Iterator[torch.Tensor]:
@@ -50,13 +52,17 @@ def centre_crops(folders: list[str], limit: int, crop: int) -> Iterator[torch.Te
             yield image[:, top : top + crop, left : left + crop][None]
 
 
-@torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_crop_arguments(parser)
-    args = parser.parse_args()
+def shipped_pipeline() -> FlowUpPipeline:
+    """The shipped model, quiet."""
     pipe = FlowUpPipeline.from_pretrained(default_model_path())
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def main() -> None:
+    args = parse_crop_arguments(__doc__)
+    pipe = shipped_pipeline()
     rows, bicubic = [], []  # per image: [(mean error, p99 error, psnr) for k in STEPS]
     for hr in centre_crops(args.images, args.limit, args.crop):
         lr = downsample(hr, 2)

@@ -12,18 +12,15 @@ median PSNR-Y against the high-res crop, and bicubic's, per kind of input.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 from PIL import Image
 
 from eval.metrics import psnr_y
-from flowup import FlowUpPipeline
-from flowup.pipeline import default_model_path
 from flowup.resample import downsample, upsample
 
-from back_projection_convergence import add_crop_arguments, centre_crops  # beside this script: the same crops
+# beside this script: the same crops, command line and model
+from back_projection_convergence import centre_crops, parse_crop_arguments, shipped_pipeline
 
 
 def pil_downsample(hr: torch.Tensor, method: Image.Resampling) -> torch.Tensor:
@@ -36,11 +33,8 @@ def pil_downsample(hr: torch.Tensor, method: Image.Resampling) -> torch.Tensor:
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_crop_arguments(parser)
-    args = parser.parse_args()
-    pipe = FlowUpPipeline.from_pretrained(default_model_path())
-    pipe.set_progress_bar_config(disable=True)
+    args = parse_crop_arguments(__doc__)
+    pipe = shipped_pipeline()
     kinds = {
         "antialiased bicubic (flowup's)": lambda hr: downsample(hr, 2),
         "box (area average)": lambda hr: pil_downsample(hr, Image.Resampling.BOX),
