@@ -77,6 +77,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     flow.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
     flow.add_argument("--solver", default=None, choices=("euler", "midpoint", "rk4", "dopri5"),
                       help="ODE solver (default: the model's)")
+    flow.add_argument("--back-projection", type=int, default=None, metavar="N",
+                      help="low-res consistency steps after each 2x stage, 0 = off (default: the model's)")
     flow.add_argument("--upsample-in", default="pixels", choices=("pixels", "latents"),
                       help="pixels: decode with the base VAE, flowup re-encodes (default, best); latents: pass base "
                            "latents straight to flowup (only when flowup's codec is the base VAE; faster, worse)")
@@ -271,6 +273,8 @@ def _generate(args: argparse.Namespace) -> dict:
     for name in ("num_images", "batch_size"):
         if getattr(args, name) < 1:
             raise GenerateError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.back_projection is not None and args.back_projection < 0:
+        raise GenerateError("--back-projection must be 0 or more")
     if len(args.base_size) not in (1, 2):
         raise GenerateError("--base-size takes one number or HEIGHT WIDTH")
     base_size = (args.base_size[0],) * 2 if len(args.base_size) == 1 else tuple(args.base_size)
@@ -355,6 +359,7 @@ def _generate(args: argparse.Namespace) -> dict:
                 scale=args.scale,
                 num_inference_steps=args.flow_steps,
                 solver=args.solver,
+                back_projection_steps=args.back_projection,
                 generator=generators(batch),
                 output_type="pil",
             )

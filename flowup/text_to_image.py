@@ -483,6 +483,7 @@ class BoostedTextToImage:
         guidance_scale: float | None = None,
         flow_steps: int | None = None,
         solver: str | None = None,
+        back_projection_steps: int | None = None,
         flow_generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: Literal["pil", "pt"] = "pil",
         return_base_images: bool = True,
@@ -493,7 +494,7 @@ class BoostedTextToImage:
         ``generator`` seeds the base model and, unless ``flow_generator`` is given, continues into
         the flow stage's noise, so one seeded generator reproduces the whole chain.
         ``num_inference_steps`` / ``guidance_scale`` / ``base_kwargs`` are the base model's;
-        ``flow_steps`` / ``solver`` are flowup's. With ``upsample_in="latents"`` base images are
+        ``flow_steps`` / ``solver`` / ``back_projection_steps`` are flowup's (default: the model's). With ``upsample_in="latents"`` base images are
         decoded only if ``return_base_images``.
         """
         decode = self.upsample_in == "pixels" or return_base_images
@@ -515,6 +516,7 @@ class BoostedTextToImage:
             solver=solver,
             generator=flow_generator if flow_generator is not None else generator,
             output_type=output_type,
+            back_projection_steps=back_projection_steps,
         )
         if not return_base_images:
             out.base_images = None

@@ -166,6 +166,24 @@ def test_boost_pixels_path_sizes_and_timings(tiny_sd, tiny_pipeline):
     assert out.prompts == ["a cat"]
 
 
+def test_boost_passes_back_projection_to_flowup(tiny_sd, tiny_pipeline):
+    """back_projection_steps reaches the upscaler: the boosted image then downsamples to the base image."""
+    from flowup.back_projection import low_res_error
+
+    kwargs = dict(base_size=BASE_SIZE, scale=2, num_inference_steps=BASE_STEPS, output_type="pt")
+    errors = {}
+    for steps in (0, 5):
+        out = boost(tiny_sd, tiny_pipeline, "a cat", generator=_gen(0), back_projection_steps=steps, **kwargs)
+        errors[steps] = low_res_error(out.images, out.base_images).abs().mean().item()
+    assert errors[5] < 0.5 * errors[0]
+
+
+def test_cli_rejects_negative_back_projection(tiny_sd_dir, tiny_pipeline_dir, tmp_path, capsys):
+    args = _cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat", "--back-projection", "-1")
+    assert _cli(args) != 0
+    assert "--back-projection must be 0 or more" in capsys.readouterr().err
+
+
 def test_base_images_are_the_base_pipelines_own(tiny_sd, tiny_pipeline):
     """Decoding the base latents outside the pipeline equals the pipeline's own decode."""
     chain = BoostedTextToImage(tiny_sd, tiny_pipeline)
