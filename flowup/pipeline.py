@@ -93,8 +93,8 @@ class FlowUpPipeline(DiffusionPipeline):
     Components: ``flow`` (:class:`~flowup.FlowUNet`, the velocity model ``v(x_t, t, cond)``) and
     ``codec`` (a :class:`~flowup.codecs.Codec`, TAEF2 by default). Config: ``noise_alpha`` (the
     source's noise augmentation ``a``), ``scale_factor`` (2: one stage), the default number of
-    steps, solver and back-projection steps, and ``codec_spec`` (how to rebuild a codec that is not saved in the folder,
-    e.g. ``"taef2"``).
+    steps, solver and back-projection steps, and ``codec_spec`` (how to rebuild a codec that is
+    not saved in the folder, e.g. ``"taef2"``).
 
     Example::
 
@@ -169,7 +169,7 @@ class FlowUpPipeline(DiffusionPipeline):
             solver: ``euler``, ``midpoint``, ``rk4`` or ``dopri5``; default from the config.
             generator: one ``torch.Generator``, or a list with one per image. Same seed, same output.
             output_type: ``pil``, ``pt`` (float ``(N, 3, H, W)`` in [0, 1]), ``np`` (``(N, H, W, 3)``)
-                or ``latent`` (the last stage's latents, ``(N, C, ceil(H/8), ceil(W/8))``).
+                or ``latent`` (the last stage's latents before back-projection, ``(N, C, ceil(H/8), ceil(W/8))``).
             return_dict: return a :class:`FlowUpPipelineOutput` (else a tuple ``(images, nfe)``).
             tile_size: latent tile side for the velocity model: ``None`` = automatic (memory
                 budget), ``0`` = no tiling.
