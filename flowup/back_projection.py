@@ -2,7 +2,8 @@
 
 An upscaled image ``sr`` is *consistent* with its input ``lr`` when downsampling it the way the
 low-res input was made gives the input back: ``D(sr) = lr``, with ``D`` the antialiased bicubic
-downsampling of :func:`flowup.resample.downsample` (the degradation flowup is trained on). The flow
+downsampling of :func:`flowup.resample.downsample` (the degradation flowup is trained on; used
+unclamped here, as the linear operator). The flow
 decodes through a lossy codec, so its output drifts from ``lr`` in the low frequencies (colour,
 tone), where the input already says what the answer is. Each back-projection step adds the
 low-res error back, upsampled:
@@ -17,14 +18,10 @@ al., ICLR 2023), applied once after sampling instead of inside it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from flowup.resample import downsample, upsample
 
 __all__ = ["back_project", "low_res_error"]
-
-
-def _downsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # flowup.resample.downsample without its clamp: the operator D itself, linear.
-    return F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
 def low_res_error(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
@@ -33,7 +30,7 @@ def low_res_error(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
     big_h, big_w = sr.shape[-2:]
     if big_h % h or big_w % w or big_h // h != big_w // w or sr.shape[:2] != lr.shape[:2]:
         raise ValueError(f"sr {tuple(sr.shape)} is not an integer upscale of lr {tuple(lr.shape)}")
-    return lr - _downsample(sr, (h, w))
+    return lr - downsample(sr, big_h // h, clamp=False)
 
 
 def back_project(sr: torch.Tensor, lr: torch.Tensor, steps: int) -> torch.Tensor:
@@ -50,5 +47,5 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, steps: int) -> torch.Tensor
     factor = sr.shape[-1] // lr.shape[-1]
     for _ in range(steps):
         error = low_res_error(sr, lr)
-        sr = sr + F.interpolate(error, scale_factor=factor, mode="bicubic", align_corners=False)
+        sr = sr + upsample(error, factor, clamp=False)
     return sr.clamp(0, 1)

@@ -494,8 +494,8 @@ class BoostedTextToImage:
         ``generator`` seeds the base model and, unless ``flow_generator`` is given, continues into
         the flow stage's noise, so one seeded generator reproduces the whole chain.
         ``num_inference_steps`` / ``guidance_scale`` / ``base_kwargs`` are the base model's;
-        ``flow_steps`` / ``solver`` / ``back_projection_steps`` are flowup's (default: the model's). With ``upsample_in="latents"`` base images are
-        decoded only if ``return_base_images``.
+        ``flow_steps`` / ``solver`` / ``back_projection_steps`` are flowup's (default: the model's).
+        With ``upsample_in="latents"`` base images are decoded only if ``return_base_images``.
         """
         decode = self.upsample_in == "pixels" or return_base_images
         base = self.generate_base(

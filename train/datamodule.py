@@ -83,8 +83,7 @@ class LatentPairDataModule(pl.LightningDataModule):
         hp = self.hparams
         if self.train_set is None:
             self.train_set = LatentPairDataset(hp.cache_dir, hp.latent_size, hp.samples_per_epoch)
-            for folder, recipe in zip(hp.cache_dir if isinstance(hp.cache_dir, list) else [hp.cache_dir],
-                                      self.train_set.recipes):  # fmt: skip
+            for folder, recipe in self.train_set.recipes.items():
                 if recipe.get("scale", hp.scale) != hp.scale:
                     raise ValueError(f"cache {folder} was made for scale {recipe['scale']}, not {hp.scale}")
         if self.val_set is None and hp.val_dirs:

@@ -201,9 +201,9 @@ class LatentPairDataset(Dataset):
         # Further tensors of the same shape (e.g. a distillation cache's "noise" and "target",
         # train.distill) are cropped with the same window and returned beside src / hr.
         self.extra = {k: torch.cat([p[k] for p in parts]) for k in sorted(parts[0]) if k not in ("hr", "src")}
-        #: The recipe of each cache folder (``recipe.json``; ``{}`` where a folder has none).
-        self.recipes = [_read_recipe(Path(d)) for d in _as_list(cache_dir)]
-        self.recipe = self.recipes[0]
+        #: Each cache folder's recipe (``recipe.json``; ``{}`` where a folder has none), in order.
+        self.recipes = {str(d): _read_recipe(Path(d)) for d in _as_list(cache_dir)}
+        self.recipe = next(iter(self.recipes.values()))
         full = self.hr.shape[-1]
         if latent_size > full:
             raise ValueError(f"latent_size {latent_size} is larger than the cached latents ({full})")
