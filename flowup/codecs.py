@@ -22,16 +22,35 @@ saves and loads them with safetensors like any other component.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from flowup.receptive_field import sequential_radius, split_around_group_norms
 from flowup.weights import find_taef2_weights
 
-__all__ = ["Codec", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "load_codec"]
+__all__ = ["Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "load_codec"]
+
+
+@dataclass
+class CodecStages:
+    """One direction of a codec split around its image-wide layers, so that it can be tiled exactly.
+
+    Encoder: ``encode(x) = image_wide(local(x))``; decoder: ``decode(z) = local(image_wide(z))``
+    (the decoder's ``local`` includes the final clamp to [0, 1]). ``local`` is a chain of local
+    layers of receptive radius ``local_radius`` pixels of its input, so a tile with that much
+    context gives the untiled result; ``image_wide`` runs at latent resolution on the whole image.
+    The callables take and return tensors ``(N, C, H, W)`` in the codec's dtype and device.
+    """
+
+    local: Callable[[torch.Tensor], torch.Tensor]
+    image_wide: Callable[[torch.Tensor], torch.Tensor]
+    local_radius: float
 
 
 class Codec(ModelMixin, ConfigMixin):
@@ -47,6 +66,14 @@ class Codec(ModelMixin, ConfigMixin):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """Normalised latents ``(N, C, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [0, 1]."""
         raise NotImplementedError
+
+    def encoder_stages(self) -> CodecStages | None:
+        """The encoder split for exact tiling, or None (tile the whole encoder, blended)."""
+        return None
+
+    def decoder_stages(self) -> CodecStages | None:
+        """The decoder split for exact tiling, or None (tile the whole decoder, blended)."""
+        return None
 
     @property
     def encoder_receptive_radius(self) -> int:
@@ -72,6 +99,13 @@ class _Clamp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x / 3) * 3
+
+
+class _ClampUnit(nn.Module):
+    """Hard clamp of decoded images to [0, 1]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0, 1)
 
 
 class _Block(nn.Module):
@@ -164,6 +198,18 @@ class TAEF2Codec(Codec):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(N, 32, h, w)`` -> images ``(N, 3, 8h, 8w)`` clamped to [0, 1]."""
         return self.decoder(latents.to(self.dtype)).clamp(0, 1)
+
+    def encoder_stages(self) -> CodecStages:
+        """Full- to /8-resolution convolutions (local), then the three GroupNorm blocks (image-wide)."""
+        split = split_around_group_norms(self.encoder, from_end=False)
+        local = nn.Sequential(*list(self.encoder)[:split])
+        return CodecStages(local, nn.Sequential(*list(self.encoder)[split:]), sequential_radius(local))
+
+    def decoder_stages(self) -> CodecStages:
+        """The three GroupNorm blocks at latent resolution (image-wide), then the rest (local)."""
+        split = split_around_group_norms(self.decoder, from_end=True)
+        local = nn.Sequential(*list(self.decoder)[split:], _ClampUnit())
+        return CodecStages(local, nn.Sequential(*list(self.decoder)[:split]), sequential_radius(local))
 
     @property
     def encoder_receptive_radius(self) -> int:

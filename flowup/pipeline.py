@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import PIL.Image
@@ -40,7 +40,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from flowup.back_projection import back_project
-from flowup.codecs import Codec, TAEF2Codec, load_codec
+from flowup.codecs import Codec, CodecStages, TAEF2Codec, load_codec
 from flowup.flow import alpha_bar_at, noise_source
 from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
 from flowup.resample import upsample
@@ -50,6 +50,7 @@ from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled
 __all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]
 
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
+RUNTIMES = ("auto", "torch", "onnx")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
 
 
@@ -78,6 +79,16 @@ class FlowUpPipelineOutput(BaseOutput):
 
 
 @dataclass
+class Networks:
+    """What one x2 stage runs: the velocity ``(x_t, t, cond) -> v`` and the codec's stages
+    (None: tile the whole codec), as torch modules or ONNX Runtime sessions."""
+
+    velocity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    encoder: CodecStages | None
+    decoder: CodecStages | None
+
+
+@dataclass
 class _Item:
     """One input image: ``rgb`` ``(3, H, W)`` float in [0, 1], optional ``alpha`` ``(1, H, W)``."""
 
@@ -95,6 +106,10 @@ class FlowUpPipeline(DiffusionPipeline):
     source's noise augmentation ``a``), ``scale_factor`` (2: one stage), the default number of
     steps, solver and back-projection steps, and ``codec_spec`` (how to rebuild a codec that is
     not saved in the folder, e.g. ``"taef2"``).
+
+    Runtime (:meth:`set_runtime`): ``"torch"`` (the default of a pipeline built directly),
+    ``"onnx"`` (ONNX Runtime, :mod:`flowup.onnx_runtime`: CPU, float32, about 3x faster there) or
+    ``"auto"`` (the default of :meth:`from_pretrained`: ONNX Runtime where it applies, else torch).
 
     Example::
 
@@ -128,6 +143,8 @@ class FlowUpPipeline(DiffusionPipeline):
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
         self.register_modules(flow=flow, codec=codec)
+        self._runtime = "torch"
+        self._onnx_engine = None  # (state key, OnnxEngine) once built
         self.register_to_config(
             noise_alpha=float(noise_alpha),
             scale_factor=int(scale_factor),
@@ -136,6 +153,51 @@ class FlowUpPipeline(DiffusionPipeline):
             codec_spec=codec_spec,
             default_back_projection_steps=default_back_projection_steps,
         )
+
+    # ----------------------------------------------------------------------------------------
+    # runtime
+
+    @property
+    def runtime(self) -> str:
+        """The runtime asked for: ``"auto"``, ``"torch"`` or ``"onnx"`` (see :meth:`set_runtime`)."""
+        return self._runtime
+
+    def set_runtime(self, runtime: str) -> "FlowUpPipeline":
+        """Run the networks with ``"torch"``, ``"onnx"`` (ONNX Runtime; raises at call time where
+        it cannot apply: not on a CPU, not float32, onnxruntime missing) or ``"auto"`` (ONNX Runtime
+        where it applies, else torch). Returns the pipeline."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self._runtime = runtime
+        return self
+
+    def active_runtime(self) -> str:
+        """The runtime a call would use now: ``"torch"`` or ``"onnx"``."""
+        if self._runtime == "torch":
+            return "torch"
+        from flowup.onnx_runtime import onnx_unavailable_reason
+
+        reason = onnx_unavailable_reason(self.flow, self.codec, self._execution_device)
+        if reason is None:
+            return "onnx"
+        if self._runtime == "onnx":
+            raise ValueError(f"runtime 'onnx' cannot run this pipeline: {reason}")
+        return "torch"
+
+    def networks(self) -> Networks:
+        """The velocity and codec stages a call runs now (torch modules or ONNX Runtime sessions)."""
+        if self.active_runtime() == "torch":
+            return Networks(self.flow, self.codec.encoder_stages(), self.codec.decoder_stages())
+        from flowup.onnx_runtime import load_engine
+
+        # Rebuilt when weights change in place (training), move, or torch's thread count changes.
+        key = (torch.get_num_threads(),) + tuple(
+            (p.data_ptr(), p._version) for m in (self.flow, self.codec) for p in m.parameters()
+        )
+        if self._onnx_engine is None or self._onnx_engine[0] != key:
+            self._onnx_engine = (key, load_engine(self.flow, self.codec))
+        engine = self._onnx_engine[1]
+        return Networks(engine.velocity, engine.encoder_stages, engine.decoder_stages)
 
     # ----------------------------------------------------------------------------------------
     # inference
@@ -201,10 +263,12 @@ class FlowUpPipeline(DiffusionPipeline):
         if not isinstance(back_projection_steps, int) or back_projection_steps < 0:
             raise ValueError(f"back_projection_steps must be an integer >= 0, got {back_projection_steps!r}")
 
-        items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size)
+        networks = self.networks()
+        items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size, networks)
         generators = _per_image_generators(generator, len(items))
         options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
-                       codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps)  # fmt: skip
+                       codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps,
+                       networks=networks)  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
         same_size = len({tuple(i.rgb.shape) for i in items}) == 1
@@ -242,6 +306,7 @@ class FlowUpPipeline(DiffusionPipeline):
         tile_overlap: int | None,
         codec_tile_size: int | None,
         back_projection_steps: int,
+        networks: Networks,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE."""
         device, flow, codec = self._execution_device, self.flow, self.codec
@@ -249,7 +314,7 @@ class FlowUpPipeline(DiffusionPipeline):
         multiple = codec.downscale * flow.size_multiple
         if source_latent is None:
             x_up = _pad_to_multiple(upsample(rgb.to(device, torch.float32), 2), multiple)
-            cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size)
+            cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size, networks.encoder)
             del x_up
         else:  # latent-space bilinear source (first stage only)
             cond = F.interpolate(source_latent.to(device, torch.float32), scale_factor=2, mode="bilinear")
@@ -264,7 +329,7 @@ class FlowUpPipeline(DiffusionPipeline):
         tile = auto_flow_tile_size(flow, cond.shape[0], flow.dtype) if tile_size is None else tile_size
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = tiled_velocity(flow, x.to(flow.dtype), t.to(flow.dtype), cond, tile, tile_overlap)
+            v = tiled_velocity(flow, x.to(flow.dtype), t.to(flow.dtype), cond, tile, tile_overlap, networks.velocity)
             return v.float()
 
         total = steps * nfe_per_step(solver) if solver in FIXED_STEP_METHODS else None
@@ -272,7 +337,7 @@ class FlowUpPipeline(DiffusionPipeline):
             result = sample(velocity, x0, num_steps=steps, method=solver, on_evaluation=lambda n, t: bar.update())
         del x0, cond
         latent = result.x1
-        decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size)
+        decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size, networks.decoder)
         images = decoded[..., :out_h, :out_w].float()
         del decoded
         images = back_project(images, rgb.to(images), back_projection_steps)
@@ -283,7 +348,12 @@ class FlowUpPipeline(DiffusionPipeline):
     # input / output
 
     def _prepare_inputs(
-        self, image: Any, latents: torch.Tensor | None, latent_upsample: str, codec_tile_size: int | None
+        self,
+        image: Any,
+        latents: torch.Tensor | None,
+        latent_upsample: str,
+        codec_tile_size: int | None,
+        networks: Networks,
     ) -> list[_Item]:
         if (image is None) == (latents is None):
             raise ValueError("pass exactly one of image= or latents=")
@@ -294,7 +364,7 @@ class FlowUpPipeline(DiffusionPipeline):
                 raise ValueError(f"latents must be a tensor (N, {channels}, h, w) of this codec, got {shape}")
             device = self._execution_device
             z = latents.to(device, self.codec.dtype)
-            rgb = decode_tiled(self.codec, z, codec_tile_size).float()
+            rgb = decode_tiled(self.codec, z, codec_tile_size, networks.decoder).float()
             keep = latent_upsample == "bilinear"
             return [_Item(rgb=rgb[i], latent=latents[i].float() if keep else None) for i in range(len(rgb))]
         if isinstance(image, torch.Tensor):
@@ -388,13 +458,17 @@ class FlowUpPipeline(DiffusionPipeline):
         pretrained_model_name_or_path: str | Path,
         codec: Codec | None = None,
         torch_dtype: torch.dtype | None = None,
+        runtime: str = "auto",
         **kwargs: Any,
     ) -> "FlowUpPipeline":
         """Load a folder written by :meth:`save_pretrained` (or a hub id, downloaded by diffusers).
 
         ``codec``: use this codec instead of the saved one / the one ``codec_spec`` names.
-        ``torch_dtype``: cast the weights (default: as saved).
+        ``torch_dtype``: cast the weights (default: float32). ``runtime``: see :meth:`set_runtime`
+        (default ``"auto"``: ONNX Runtime on a CPU in float32, torch elsewhere).
         """
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         folder = Path(pretrained_model_name_or_path).expanduser()
         if not folder.is_dir():
             if folder.exists() or str(pretrained_model_name_or_path).count("/") != 1:
@@ -426,7 +500,7 @@ class FlowUpPipeline(DiffusionPipeline):
                   if k in index}  # fmt: skip
         pipe = cls(flow=flow.eval(), codec=codec.eval(), **params)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
-        return pipe
+        return pipe.set_runtime(runtime)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ evaluates ``fn`` on each and blends the outputs with smooth weights that sum to 
 Window origins are multiples of ``multiple`` grid pixels, so strided layers stay aligned.
 
 :func:`tiled_velocity` runs the flow model this way at every ODE step (the same tiles each step).
-:func:`encode_tiled` / :func:`decode_tiled` do the codec; for TAEF2, whose three deepest blocks use
-GroupNorm over the whole image, the part of the network at latent resolution (cheap) runs untiled
-and only the local, full-resolution part is tiled, so tiled TAEF2 equals untiled TAEF2. Other
-codecs (diffusers VAEs) are tiled whole, with blending: close to, not equal to, the untiled result.
+:func:`encode_tiled` / :func:`decode_tiled` do the codec. A codec that can split itself into a
+local part and an image-wide part (:meth:`flowup.codecs.Codec.encoder_stages`; TAEF2, whose three
+deepest blocks use GroupNorm over the whole image) has only the local, full-resolution part tiled
+and the cheap latent-resolution part run whole, so tiled TAEF2 equals untiled TAEF2. Other codecs
+(diffusers VAEs) are tiled whole, with blending: close to, not equal to, the untiled result.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from flowup.codecs import TAEF2Codec, _check_images
+from flowup.codecs import CodecStages, _check_images
 
 __all__ = [
     "flow_receptive_radius",
@@ -43,7 +44,6 @@ __all__ = [
     "auto_flow_tile_size",
     "encode_tiled",
     "decode_tiled",
-    "sequential_radius",
     "DEFAULT_CODEC_TILE",
     "MIN_RAMP",
 ]
@@ -269,18 +269,22 @@ def tiled_velocity(
     cond: torch.Tensor,
     tile: int,
     overlap: int | None = None,
+    forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Velocity ``flow(x, t, cond)`` of latents ``(N, C, h, w)`` evaluated window by window.
 
     ``tile`` in latent pixels (``<= 0``: untiled); ``overlap`` defaults to
     :func:`default_flow_overlap`. ``h`` and ``w`` must be multiples of ``flow.size_multiple``.
+    ``forward``: what computes the velocity (default ``flow`` itself; e.g. an ONNX Runtime session
+    of it); ``flow`` still gives the geometry.
     """
+    forward = flow if forward is None else forward
     if tile <= 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
-        return flow(x, t, cond)
+        return forward(x, t, cond)
     if overlap is None:
         overlap = default_flow_overlap(flow, tile)
     return tiled_map(
-        lambda xs, cs: flow(xs, t, cs),
+        lambda xs, cs: forward(xs, t, cs),
         x,
         tile=tile,
         overlap=overlap,
@@ -294,114 +298,62 @@ def tiled_velocity(
 # codecs
 
 
-def _split_global(seq: nn.Sequential, from_end: bool) -> int | None:
-    """Index splitting ``seq`` around the modules that hold a GroupNorm (image-wide statistics).
-
-    Encoder (``from_end=False``): index of the first such module; decoder: one past the last.
-    Returns None when ``seq`` has no GroupNorm.
-    """
-    has_gn = [any(isinstance(m, nn.GroupNorm) for m in child.modules()) for child in seq]
-    if not any(has_gn):
-        return None
-    if from_end:
-        return max(i for i, flag in enumerate(has_gn) if flag) + 1
-    return min(i for i, flag in enumerate(has_gn) if flag)
-
-
 def _grid_tile(tile: int | None, default: int = DEFAULT_CODEC_TILE) -> int:
     return default if tile is None else tile
 
 
-_POINTWISE = (nn.ReLU, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
-
-
-def sequential_radius(module: nn.Module, scale: float = 1.0) -> float | None:
-    """Receptive radius of a chain of local layers, in pixels of its input (None: unknown layer).
-
-    Understands ``nn.Sequential``, ``nn.Conv2d``, nearest ``nn.Upsample``, pointwise activations
-    and residual blocks with ``conv`` and ``skip`` branches (the TAESD family). ``scale`` is the
-    size of one current feature pixel in input pixels.
-    """
-    radius, _ = _walk(module, scale)
-    return radius
-
-
-def _walk(module: nn.Module, scale: float) -> tuple[float | None, float]:
-    if isinstance(module, nn.Sequential):
-        total = 0.0
-        for child in module:
-            r, scale = _walk(child, scale)
-            if r is None:
-                return None, scale
-            total += r
-        return total, scale
-    if isinstance(module, nn.Conv2d):
-        radius = max((k // 2) * d for k, d in zip(module.kernel_size, module.dilation)) * scale
-        return radius, scale * module.stride[0]
-    if isinstance(module, nn.Upsample) and module.mode == "nearest" and module.scale_factor is not None:
-        factor = float(module.scale_factor if not isinstance(module.scale_factor, tuple) else module.scale_factor[0])
-        return scale, scale / factor  # nearest neighbour shifts by up to one input pixel
-    if isinstance(module, _POINTWISE) or "clamp" in type(module).__name__.lower():
-        return 0.0, scale
-    if isinstance(getattr(module, "conv", None), nn.Sequential) and hasattr(module, "skip"):
-        if getattr(module, "pool", None) is not None:
-            return None, scale  # image-wide GroupNorm branch: not local
-        r_conv, out_scale = _walk(module.conv, scale)
-        r_skip, _ = _walk(module.skip, scale)
-        if r_conv is None or r_skip is None:
-            return None, scale
-        return max(r_conv, r_skip), out_scale
-    return None, scale
-
-
-def encode_tiled(codec: nn.Module, images: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+def encode_tiled(
+    codec: nn.Module, images: torch.Tensor, tile: int | None = None, stages: CodecStages | None = None
+) -> torch.Tensor:
     """``codec.encode`` of ``(N, 3, H, W)`` images, tiled in windows of ``tile`` latent pixels.
 
-    ``tile=None``: :data:`DEFAULT_CODEC_TILE`; ``tile <= 0``: untiled. The overlap is twice the
-    codec's ``encoder_receptive_radius`` (in latent pixels) plus a blending ramp.
+    ``tile=None``: :data:`DEFAULT_CODEC_TILE`; ``tile <= 0``: untiled. ``stages``: the encoder
+    split to run (default ``codec.encoder_stages()``; an ONNX Runtime engine passes its own): its
+    local part is tiled with an overlap of twice its receptive radius plus a blending ramp, exact.
+    A codec without stages is tiled whole, blended (close to, not equal to, the untiled result).
     """
     down = codec.downscale
     tile = _grid_tile(tile)
+    stages = stages if stages is not None else codec.encoder_stages()
     grid_h, grid_w = images.shape[-2] // down, images.shape[-1] // down
-    if tile <= 0 or (tile >= grid_h and tile >= grid_w):
-        return codec.encode(images)
-    encoder = codec.encoder if isinstance(codec, TAEF2Codec) else None
-    split = _split_global(encoder, from_end=False) if encoder is not None else None
-    local = nn.Sequential(*list(encoder)[:split]) if split is not None else None
-    local_radius = sequential_radius(local) if local is not None else None
-    if local_radius is None:  # tile the whole codec, blended (exact only for local codecs)
+    untiled = tile <= 0 or (tile >= grid_h and tile >= grid_w)
+    if stages is None:
+        if untiled:
+            return codec.encode(images)
         radius = math.ceil(codec.encoder_receptive_radius / down)
         overlap = 2 * radius + MIN_RAMP
         return tiled_map(codec.encode, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down)
-    # TAEF2: tile the local full-resolution part, run the GroupNorm blocks on the whole latent grid.
     _check_images(images, down)
-    radius = math.ceil(local_radius / down)
+    images = images.to(codec.dtype)
+    if untiled:
+        return stages.image_wide(stages.local(images))
+    radius = math.ceil(stages.local_radius / down)
     overlap = 2 * radius + MIN_RAMP
-    tile = max(tile, overlap + MIN_RAMP)
-    features = tiled_map(lambda x: local(x.to(codec.dtype)), images, tile, overlap, radius, unit_in=down)
-    return nn.Sequential(*list(encoder)[split:])(features)
+    features = tiled_map(stages.local, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down)
+    return stages.image_wide(features)
 
 
-def decode_tiled(codec: nn.Module, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+def decode_tiled(
+    codec: nn.Module, latents: torch.Tensor, tile: int | None = None, stages: CodecStages | None = None
+) -> torch.Tensor:
     """``codec.decode`` of ``(N, C, h, w)`` latents, tiled in windows of ``tile`` latent pixels.
 
-    ``tile=None``: :data:`DEFAULT_CODEC_TILE`; ``tile <= 0``: untiled. Returns ``(N, 3, 8h, 8w)``.
+    ``tile=None``: :data:`DEFAULT_CODEC_TILE`; ``tile <= 0``: untiled; ``stages`` as in
+    :func:`encode_tiled` (default ``codec.decoder_stages()``). Returns ``(N, 3, 8h, 8w)``.
     """
     up = codec.downscale
     tile = _grid_tile(tile)
-    if tile <= 0 or (tile >= latents.shape[-2] and tile >= latents.shape[-1]):
-        return codec.decode(latents)
-    decoder = codec.decoder if isinstance(codec, TAEF2Codec) else None
-    split = _split_global(decoder, from_end=True) if decoder is not None else None
-    local = nn.Sequential(*list(decoder)[split:]) if split is not None else None
-    local_radius = sequential_radius(local) if local is not None else None
-    if local_radius is None:  # tile the whole codec, blended (exact only for local codecs)
+    stages = stages if stages is not None else codec.decoder_stages()
+    untiled = tile <= 0 or (tile >= latents.shape[-2] and tile >= latents.shape[-1])
+    if stages is None:
+        if untiled:
+            return codec.decode(latents)
         radius = codec.decoder_receptive_radius
         overlap = 2 * radius + MIN_RAMP
         return tiled_map(codec.decode, latents, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up)
-    # TAEF2: GroupNorm blocks at latent resolution on the whole grid, then the local part tiled.
-    radius = math.ceil(local_radius)
+    features = stages.image_wide(latents.to(codec.dtype))
+    if untiled:
+        return stages.local(features)
+    radius = math.ceil(stages.local_radius)
     overlap = 2 * radius + MIN_RAMP
-    tile = max(tile, overlap + MIN_RAMP)
-    features = nn.Sequential(*list(decoder)[:split])(latents.to(codec.dtype))
-    return tiled_map(local, features, tile, overlap, radius, unit_out=up).clamp(0, 1)
+    return tiled_map(stages.local, features, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up)

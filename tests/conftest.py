@@ -54,8 +54,14 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _offline_and_few_threads():
-    """Tests never download anything and stay polite on a shared CPU."""
+def _offline_and_own_cache(tmp_path_factory):
+    """Tests never download anything, and write caches (ONNX exports) to a temporary folder."""
     os.environ.setdefault("FLOWUP_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    previous = os.environ.get("FLOWUP_CACHE")
+    os.environ["FLOWUP_CACHE"] = str(tmp_path_factory.mktemp("flowup_cache"))
     yield
+    if previous is None:
+        os.environ.pop("FLOWUP_CACHE", None)
+    else:
+        os.environ["FLOWUP_CACHE"] = previous

@@ -77,7 +77,7 @@ def test_pipeline_option_config_and_round_trip(tiny_pipeline, tmp_path):
     assert torch.equal(run(pipe), projected)  # the config's default is used
     pipe.save_pretrained(tmp_path / "bp", save_codec=True)
     assert json.loads((tmp_path / "bp" / "model_index.json").read_text())["default_back_projection_steps"] == 5
-    loaded = FlowUpPipeline.from_pretrained(tmp_path / "bp")
+    loaded = FlowUpPipeline.from_pretrained(tmp_path / "bp", runtime="torch")  # bit-exact: same engine
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(run(loaded), projected)
     with pytest.raises(ValueError, match="default_back_projection_steps"):

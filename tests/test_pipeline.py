@@ -140,7 +140,7 @@ def test_latent_input(tiny_pipeline):
 
 
 def test_save_load_round_trip(tiny_pipeline, tiny_pipeline_dir):
-    loaded = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
+    loaded = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, runtime="torch")  # bit-exact: same engine
     loaded.set_progress_bar_config(disable=True)
     image = _smooth_images(1, 24, 32)
     expected = tiny_pipeline(image=image, generator=_gen(3), output_type="pt").images
@@ -177,7 +177,7 @@ def test_standard_taef2_is_not_copied(tiny_pipeline, tmp_path, monkeypatch):
     assert not (tmp_path / "model" / "codec").exists()
     index = json.loads((tmp_path / "model" / "model_index.json").read_text())
     assert index["codec_spec"] == "taef2" and index["codec"] == [None, None]
-    loaded = FlowUpPipeline.from_pretrained(tmp_path / "model")
+    loaded = FlowUpPipeline.from_pretrained(tmp_path / "model", runtime="torch")  # bit-exact: same engine
     loaded.set_progress_bar_config(disable=True)
     image = _smooth_images(1, 16, 24)
     a = pipe(image=image, generator=_gen(), output_type="pt").images

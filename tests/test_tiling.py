@@ -10,7 +10,6 @@ from torch import nn
 from flowup import FlowUNet, TAEF2Codec
 from flowup.tiling import (
     MIN_RAMP,
-    _split_global,
     auto_flow_tile_size,
     blend_weights_1d,
     decode_tiled,
@@ -18,11 +17,12 @@ from flowup.tiling import (
     default_flow_overlap,
     encode_tiled,
     flow_receptive_radius,
-    sequential_radius,
     tile_starts,
     tiled_map,
     tiled_velocity,
 )
+
+from flowup.receptive_field import sequential_radius, split_around_group_norms
 
 from conftest import TINY_FLOW_KWARGS
 
@@ -145,7 +145,7 @@ def test_auto_tile_size_follows_budget_and_batch():
 
 def test_taef2_local_part_radius_bounds_the_gradient_reach():
     codec = TAEF2Codec().eval()
-    local = nn.Sequential(*list(codec.decoder)[_split_global(codec.decoder, from_end=True) :])
+    local = nn.Sequential(*list(codec.decoder)[split_around_group_norms(codec.decoder, from_end=True) :])
     radius = sequential_radius(local)
     z = torch.randn(1, 64, 24, 24, requires_grad=True)
     y = local(z)
