@@ -22,15 +22,19 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from flowup.text_to_image import BaseStageOutput, BoostedTextToImage, StageTimings, is_text_to_image_pipeline
+    from flowup.text_to_image import StageTimings
+
+# torch, diffusers and flowup.text_to_image are imported where they are used, so that building the
+# parser (``flowup --help``) stays fast.
 
 __all__ = ["register", "build_parser", "run", "main", "BaseModelError", "load_base_pipeline"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -89,7 +93,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--offload", action="store_true",
                            help="move the base model off the GPU before the flow stage (small GPUs)")
     run_group.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, mps, cpu")
-    run_group.add_argument("--dtype", default="auto", choices=("auto", *_DTYPES),
+    run_group.add_argument("--dtype", default="auto", choices=("auto", *_DTYPE_NAMES),
                            help="base model dtype; auto = float16 on GPU, float32 on CPU")
     run_group.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -127,6 +131,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def _is_oom(err: BaseException) -> bool:
+    import torch
+
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
@@ -153,6 +159,8 @@ def load_base_pipeline(spec: str, dtype: torch.dtype | None = None) -> Any:
     not a text-to-image pipeline, missing weights, hub id not downloadable (offline / unknown).
     """
     from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    from flowup.text_to_image import is_text_to_image_pipeline
 
     path = Path(spec).expanduser()
     local = path.exists()
@@ -209,6 +217,7 @@ def _load_flowup(model: str | None) -> Any:
 
 
 def _resolve_device(name: str) -> torch.device:
+    import torch
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -269,6 +278,9 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _generate(args: argparse.Namespace) -> dict:
+    import torch
+
+    from flowup.text_to_image import BaseStageOutput, BoostedTextToImage, StageTimings
     prompts = _read_prompts(args)
     for name in ("num_images", "batch_size"):
         if getattr(args, name) < 1:
@@ -279,7 +291,7 @@ def _generate(args: argparse.Namespace) -> dict:
         raise GenerateError("--base-size takes one number or HEIGHT WIDTH")
     base_size = (args.base_size[0],) * 2 if len(args.base_size) == 1 else tuple(args.base_size)
     device = _resolve_device(args.device)
-    dtype = _DTYPES.get(args.dtype) if args.dtype != "auto" else (torch.float32 if device.type == "cpu" else torch.float16)
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.float32 if device.type == "cpu" else torch.float16)
     try:
         args.output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -413,6 +425,7 @@ def _generate(args: argparse.Namespace) -> dict:
 
 
 def _per_image(timings: StageTimings, n: int) -> str:
+    from flowup.text_to_image import StageTimings
     scaled = StageTimings(
         base=timings.base / n,
         base_decode=timings.base_decode / n,
@@ -425,6 +438,7 @@ def _per_image(timings: StageTimings, n: int) -> str:
 
 
 def _tensor_to_pil(image: torch.Tensor):
+    import torch
     from PIL import Image
 
     array = (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -213,3 +213,61 @@ def test_python_dash_m_help():
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
     assert result.returncode == 0
     assert "examples:" in result.stdout and "--tile" in result.stdout and "--skip-existing" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["--help"], ["upscale", "--help"], ["export-onnx", "--help"]])
+def test_help_imports_neither_torch_nor_diffusers(command):
+    probe = ("import sys\nfrom flowup.cli import main\n"
+             f"try:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
+             "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_export_onnx_writes_graphs_that_run(tmp_path, capsys, tiny_pipeline_dir):
+    import onnxruntime as ort
+
+    out = tmp_path / "onnx"
+    assert main(["export-onnx", str(tiny_pipeline_dir), str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("flow", "encoder", "decoder", "encoder_local", "decoder_local"):
+        assert (out / f"{name}.onnx").is_file() and f"{name}.onnx" in printed
+    decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    channels = decoder.get_inputs()[0].shape[1]
+    images = decoder.run(None, {decoder.get_inputs()[0].name: np.zeros((2, channels, 3, 5), np.float32)})[0]
+    assert images.shape == (2, 3, 24, 40)  # dynamic batch and spatial sizes, x8 codec
+
+
+def test_export_onnx_usage_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["export-onnx", str(tmp_path / "no-model"), str(tmp_path / "out")]) == 2
+    assert main(["export-onnx", str(tmp_path), str(tmp_path / "file")]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 2 and "no-model" in errors[0] and "not a folder" in errors[1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_runtime_onnx_and_torch_write_the_same_image(tmp_path, capsys, tiny_pipeline_dir):
+    source = _write_png(tmp_path / "a.png", 19, 12)
+    outputs = {}
+    for runtime in ("onnx", "torch"):
+        target = tmp_path / f"{runtime}.png"
+        code, _, err = _run(capsys, str(source), "-o", str(target), "--model", str(tiny_pipeline_dir),
+                            "--runtime", runtime, "--threads", "1", "--seed", "3")  # fmt: skip
+        assert code == 0, err
+        outputs[runtime] = np.asarray(PIL.Image.open(target), dtype=np.int16)
+    assert outputs["onnx"].shape == (24, 38, 3)
+    assert np.abs(outputs["onnx"] - outputs["torch"]).max() <= 1  # float rounding, then 8-bit
+
+
+def test_runtime_onnx_refused_where_it_cannot_run(tmp_path, capsys, tiny_pipeline_dir):
+    source = _write_png(tmp_path / "a.png")
+    code, _, err = _run(capsys, str(source), "-o", str(tmp_path / "out.png"), "--model", str(tiny_pipeline_dir),
+                        "--runtime", "onnx", "--dtype", "bfloat16", "--device", "cpu")  # fmt: skip
+    assert code == 2
+    errors = _error_lines(err)
+    assert len(errors) == 1 and "--runtime onnx" in errors[0] and "float32" in errors[0]
+    assert not (tmp_path / "out.png").exists()
