@@ -19,6 +19,10 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
                             ``--sd-upscaler`` (or ``sd-latent-upscale@PATH``)
+``realesrgan-x4plus``       Real-ESRGAN x4plus (RRDBNet) through ncnn (:mod:`eval.realesrgan`);
+                            at x2 its x4 output downsampled (antialiased bicubic), as its tools do
+``realesrgan-compact-x2``   Real-ESRGAN compact (``realesr-animevideov3-x2``, SRVGGNetCompact)
+                            through ncnn; at x4 applied twice
 ==========================  ==================================================================
 
 ``LABEL=`` names the row in reports (default: the spec itself), e.g.
@@ -374,6 +378,51 @@ class SDLatentUpscale(_DiffusersUpscaler):
 
 
 # ---------------------------------------------------------------------------------------------
+# Real-ESRGAN (the peer users know), through ncnn on the CPU
+
+
+class _RealESRGANMethod(Method):
+    model_name: str
+
+    def __init__(self, spec: MethodSpec, ctx: MethodContext, model=None):
+        _no_args(spec)
+        super().__init__(spec, ctx)
+        if model is None:
+            from eval.realesrgan import RealESRGAN
+
+            model = RealESRGAN(self.model_name)
+        self.model = model
+
+    @property
+    def parameter_count(self) -> int:
+        return self.model.parameter_count
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        from flowup.resample import downsample
+
+        native, scale = self.model.scale, self.ctx.scale
+        out = lr.float().cpu()
+        if native >= scale:
+            out = self.model.upscale(out)
+            if native > scale:
+                out = downsample(out, native // scale)
+        else:
+            for _ in range(round(np.log(scale) / np.log(native))):
+                out = self.model.upscale(out)
+        self.nfe = 0
+        return out.to(self.ctx.device)
+
+
+class RealESRGANX4Plus(_RealESRGANMethod):
+    model_name = "realesrgan-x4plus"
+
+
+class RealESRGANCompactX2(_RealESRGANMethod):
+    model_name = "realesr-animevideov3-x2"
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 
 MethodFactory = Callable[[MethodSpec, MethodContext], Method]
@@ -398,6 +447,8 @@ for _family, _factory in {
     "flowup": FlowUp,
     "sd-upscale": SDUpscale,
     "sd-latent-upscale": SDLatentUpscale,
+    "realesrgan-x4plus": RealESRGANX4Plus,
+    "realesrgan-compact-x2": RealESRGANCompactX2,
 }.items():
     register_method(_family, _factory)
 
