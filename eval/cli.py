@@ -6,6 +6,7 @@ Examples::
     python -m eval run --hr ../shared/data/val/Set14 --methods bicubic psu codec-hr flowup:euler:4 \\
         --scale 2 --out results/set14
     python -m eval t2i --config configs/eval/t2i_sd15_vs_lcm_sdxl.yaml
+    python -m eval bench --out results/bench
 
 Flags override the config file. Errors (unknown method, missing folder, missing weights) print one
 line and exit with status 2.
@@ -26,7 +27,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hr", nargs="+", metavar="DIR", help="folder(s) of high-res images")
     p.add_argument(
         "--methods", nargs="+", metavar="METHOD",
-        help="bicubic lanczos latent-bilinear psu codec-hr flowup[@PATH][:SOLVER[:STEPS]] sd-upscale sd-latent-upscale; "
+        help="bicubic lanczos latent-bilinear psu codec-hr flowup[@PATH][:SOLVER[:STEPS]] sd-upscale sd-latent-upscale "
+        "realesrgan-x4plus realesrgan-compact-x2; "
         "LABEL=SPEC names a row",
     )  # fmt: skip
     p.add_argument("--scale", type=int, help="2 or 4 (default 2)")
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eval.t2i import add_t2i_arguments
 
     add_t2i_arguments(sub.add_parser("t2i", help="text-to-image: base model + flowup vs direct high-res generation"))
+    from eval.bench import add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="speed: flowup vs baselines and Real-ESRGAN, one process"))
     return parser
 
 
@@ -98,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, command)
+        if args.command == "bench":
+            from eval.bench import run_bench
+
+            return run_bench(args, command)
         from eval.t2i import run_t2i_command
 
         return run_t2i_command(args, command)

@@ -1,0 +1,483 @@
+"""``python -m eval bench``: flowup's speed beside its baselines and Real-ESRGAN, in one process.
+
+Every row is timed the same way: a warm-up call at the row's own size (ONNX Runtime plans memory
+per shape), then ``--repeats`` timed calls (``torch.cuda.synchronize`` around each on a GPU); the
+median is reported as seconds per output megapixel, with the process's peak memory over the row
+(:class:`eval.timing.PeakMemory`) and the ratio to flowup's default at the same scale and size.
+A row stops after a timed call slower than ``--max-row-seconds`` (``n`` counts the timed calls).
+Real-ESRGAN rows warm up on a 64² input (ncnn plans nothing per shape), all others at their own size.
+
+Sections:
+
+- ``x2`` / ``x4`` at each input size: flowup's default (the model's steps and back-projection, the
+  runtime ``auto`` picks: ONNX Runtime on a CPU), flowup on PyTorch eager (the default before the
+  ONNX Runtime path), flowup's stages timed alone (encode / flow per NFE / decode /
+  back-projection), PSU (flowup's source: bicubic + codec round trip), bicubic, and Real-ESRGAN
+  through ncnn (:mod:`eval.realesrgan`): ``realesr-animevideov3-x2`` (compact; twice for x4) and
+  ``realesrgan-x4plus`` (x4 native; its x2 row is the x4 output downsampled, as its tools do).
+- ``levers`` (``--levers``): the three networks alone at one output megapixel under each engine
+  (PyTorch eager, channels_last, bf16 autocast, ``torch.compile``, ONNX Runtime), with the PSNR of
+  the decoded image against PyTorch float32: what decided the default.
+- on CUDA, ``gpu``: float16 / bfloat16 / ``torch.compile`` rows, milliseconds per 1024² output and
+  latent-only milliseconds (one NFE of the flow on a 128² latent).
+
+Writes ``bench.json`` and ``bench.md`` to ``--out``. Example (about 20 minutes on 2 CPU cores)::
+
+    python -m eval bench --out results/bench
+    python -m eval bench --sizes 256 --x4-sizes 128 --repeats 1 --peers none   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from eval.timing import PeakMemory, synchronize
+
+__all__ = ["add_bench_arguments", "run_bench", "BenchRow"]
+
+PEERS = ("compact", "x4plus")
+
+
+@dataclass
+class BenchRow:
+    """One timed row: seconds of each call, and what they mean."""
+
+    section: str
+    size: int  # input side in pixels
+    method: str
+    output_pixels: int
+    seconds: list[float] = field(default_factory=list)
+    first_seconds: float | None = None  # the warm-up call, when it is the same call (a fresh shape)
+    peak_mib: float = float("nan")
+    nfe: int | None = None
+    psnr_vs_torch: float | None = None  # dB against flowup's float32 PyTorch output
+    note: str = ""
+    ratio: float | None = None  # median over the section default's median per output MP
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def s_per_mp(self) -> float:
+        return self.median / (self.output_pixels / 1e6)
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="FlowUpPipeline folder (default: the shipped model)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="x2 input sides (default 512 1024)")
+    p.add_argument("--x4-sizes", type=int, nargs="*", default=[256, 512],
+                   help="x4 input sides (default 256 512: 1024² and 2048² outputs)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row after warm-up (default 3)")
+    p.add_argument("--max-row-seconds", type=float, default=120.0,
+                   help="a row stops after a timed call slower than this (default 120)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch, ONNX Runtime and ncnn (default: torch's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=[*PEERS, "none"],
+                   help="Real-ESRGAN models to time (default: compact x4plus)")
+    p.add_argument("--no-torch-row", action="store_true", help="skip the PyTorch-eager flowup rows")
+    p.add_argument("--levers", action="store_true", help="also time the networks under each engine")
+    p.add_argument("--lever-size", type=int, default=1024, help="output side of the --levers rows (default 1024)")
+    p.add_argument("--out", default="results/bench", help="folder for bench.json and bench.md")
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def _time_row(row: BenchRow, fn: Callable[[], object], device: str, repeats: int, max_seconds: float,
+              warm_up: Callable[[], object] | None = None) -> object:  # fmt: skip
+    """Warm up (``warm_up``, default ``fn`` itself), then time ``fn`` up to ``repeats`` times, stopping
+    after a call slower than ``max_seconds``; fills ``row.seconds`` / ``row.peak_mib``; returns the result."""
+    with PeakMemory(device) as peak:
+        synchronize(device)
+        start = time.perf_counter()
+        result = (warm_up or fn)()
+        synchronize(device)
+        if warm_up is None:
+            row.first_seconds = time.perf_counter() - start
+        for index in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            result = fn()
+            synchronize(device)
+            row.seconds.append(time.perf_counter() - start)
+            if row.seconds[-1] > max_seconds and index + 1 < repeats:
+                row.note = (row.note + "; " if row.note else "") + f"slow: timed {index + 1}x"
+                break
+    row.peak_mib = peak.mib
+    return result
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.float().cpu() - b.float().cpu()) ** 2).item()
+    return float("inf") if mse == 0 else -10 * math.log10(mse)
+
+
+def _test_image(size: int) -> torch.Tensor:
+    """The bundled photo resized to ``size`` x ``size`` (bicubic, 8-bit): ``(1, 3, size, size)``."""
+    from PIL import Image
+
+    from flowup.image_io import pil_to_tensor
+
+    photo = Path(__file__).resolve().parents[1] / "flowup" / "assets" / "grace_hopper_256.jpg"
+    image = Image.open(photo).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return pil_to_tensor(image).rgb[None]
+
+
+# --------------------------------------------------------------------------------------------
+# rows
+
+
+def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, device: str) -> list[BenchRow]:
+    lr = _test_image(size).to(device)
+    out_pixels = (scale * size) ** 2
+
+    def call(p):
+        return lambda: p(image=lr, scale=scale, generator=torch.Generator().manual_seed(0), output_type="pt")
+
+    rows = []
+    runtime = pipe.active_runtime()
+    default = BenchRow(section, size, f"flowup default ({runtime})", out_pixels)
+    out = _time_row(default, call(pipe), device, args.repeats, args.max_row_seconds)
+    default.nfe = out.nfe
+    rows.append(default)
+    reference = None
+    if torch_pipe is not None and not args.no_torch_row:
+        eager = BenchRow(section, size, "flowup, PyTorch eager (previous default)", out_pixels)
+        reference = _time_row(eager, call(torch_pipe), device, args.repeats, args.max_row_seconds)
+        eager.nfe = reference.nfe
+        eager.psnr_vs_torch = float("inf")
+        default.psnr_vs_torch = _psnr(out.images, reference.images)
+        rows.append(eager)
+    if scale == 2:
+        rows += _stage_rows(pipe, lr, section, size, args, device)
+    return rows
+
+
+def _stage_rows(pipe, lr: torch.Tensor, section: str, size: int, args, device: str) -> list[BenchRow]:
+    """Each stage of one x2 call timed alone, on the same tensors the call makes."""
+    from flowup.back_projection import back_project
+    from flowup.flow import noise_source
+    from flowup.pipeline import _pad_to_multiple
+    from flowup.resample import upsample
+    from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled_velocity
+
+    networks = pipe.networks()
+    flow, codec = pipe.flow, pipe.codec
+    out_pixels = (2 * size) ** 2
+    x_up = _pad_to_multiple(upsample(lr.float(), 2), codec.downscale * flow.size_multiple)
+    rows = []
+
+    def stage(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        row = BenchRow(section, size, f"  stage: {name}", out_pixels)
+        rows.append(row)
+        return _time_row(row, fn, device, args.repeats, args.max_row_seconds)
+
+    with torch.no_grad():
+        cond = stage("encode", lambda: encode_tiled(codec, x_up.to(codec.dtype), None, networks.encoder))
+        x0 = noise_source(cond.float(), pipe.config.noise_alpha, generator=torch.Generator().manual_seed(0))
+        tile = auto_flow_tile_size(flow, 1, flow.dtype)
+        t = torch.zeros((), device=device)
+        stage("flow (1 NFE)", lambda: tiled_velocity(flow, x0.to(flow.dtype), t, cond.to(flow.dtype), tile, None,
+                                                     networks.velocity))  # fmt: skip
+        decoded = stage("decode", lambda: decode_tiled(codec, x0.to(codec.dtype), None, networks.decoder))
+        steps = pipe.config.get("default_back_projection_steps", 0)
+        if steps:
+            image = decoded[..., : 2 * lr.shape[-2], : 2 * lr.shape[-1]].float()
+            stage(f"back-projection ({steps} steps)", lambda: back_project(image, lr.float(), steps))
+    return rows
+
+
+def _baseline_rows(pipe, section: str, scale: int, size: int, args, device: str) -> list[BenchRow]:
+    from flowup.back_projection import back_project
+    from flowup.pipeline import _pad_to_multiple
+    from flowup.resample import upsample
+    from flowup.tiling import decode_tiled, encode_tiled
+
+    lr = _test_image(size).to(device)
+    out_pixels = (scale * size) ** 2
+    rows = []
+    networks = pipe.networks()
+    codec = pipe.codec
+
+    def psu() -> torch.Tensor:
+        image = lr.float()
+        for _ in range(round(math.log2(scale))):
+            h, w = 2 * image.shape[-2], 2 * image.shape[-1]
+            x_up = _pad_to_multiple(upsample(image, 2), codec.downscale * pipe.flow.size_multiple)
+            z = encode_tiled(codec, x_up.to(codec.dtype), None, networks.encoder)
+            image = decode_tiled(codec, z, None, networks.decoder)[..., :h, :w].float()
+        return image
+
+    with torch.no_grad():
+        row = BenchRow(section, size, f"PSU (bicubic + codec round trip, {pipe.active_runtime()})", out_pixels)
+        _time_row(row, psu, device, args.repeats, args.max_row_seconds)
+        rows.append(row)
+        row = BenchRow(section, size, "bicubic", out_pixels)
+        _time_row(row, lambda: upsample(lr.float(), scale), device, args.repeats, args.max_row_seconds)
+        rows.append(row)
+        row = BenchRow(section, size, "bicubic + 5 back-projection steps", out_pixels)
+        _time_row(row, lambda: back_project(upsample(lr.float(), scale), lr.float(), 5), device, args.repeats,
+                  args.max_row_seconds)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _peer_rows(section: str, scale: int, size: int, args, peers: dict) -> list[BenchRow]:
+    from flowup.resample import downsample
+
+    lr = _test_image(size)
+    small = _test_image(64)
+    out_pixels = (scale * size) ** 2
+    rows = []
+    if "compact" in peers:
+        model = peers["compact"]
+        passes = round(math.log2(scale))
+
+        def compact(x=lr):
+            for _ in range(passes):
+                x = model.upscale(x)
+            return x
+
+        label = "Real-ESRGAN compact (realesr-animevideov3-x2, ncnn)" + (" x2 twice" if passes == 2 else "")
+        row = BenchRow(section, size, label, out_pixels, note=f"{model.threads} ncnn threads")
+        _time_row(row, compact, "cpu", args.repeats, args.max_row_seconds, warm_up=lambda: compact(small))
+        rows.append(row)
+    if "x4plus" in peers:
+        model = peers["x4plus"]
+
+        def x4plus():
+            out = model.upscale(lr)
+            return out if scale == 4 else downsample(out, 2)
+
+        label = "Real-ESRGAN x4plus (realesrgan-x4plus, ncnn)" + (", x4 then downsampled" if scale == 2 else "")
+        row = BenchRow(section, size, label, out_pixels, note=f"{model.threads} ncnn threads")
+        _time_row(row, x4plus, "cpu", args.repeats, args.max_row_seconds, warm_up=lambda: model.upscale(small))
+        rows.append(row)
+    return rows
+
+
+def _lever_rows(pipe, args) -> list[BenchRow]:
+    """The networks alone at ``--lever-size``² output (default 1024²: a 128² latent) under each engine."""
+    import copy
+
+    from flowup.onnx_runtime import load_engine
+
+    size = args.lever_size
+    image = _test_image(size).float()
+    flow = copy.deepcopy(pipe.flow).float().eval()
+    codec = copy.deepcopy(pipe.codec).float().eval()
+    rows: list[BenchRow] = []
+    with torch.no_grad():
+        latent = codec.encode(image)
+        reference = codec.decode(latent)
+        t = torch.zeros(1)
+
+        def add(engine: str, encode, velocity, decode, context=None) -> None:
+            for name, fn in (("encode", lambda: encode(image)), ("flow (1 NFE)", lambda: velocity(latent, t, latent)),
+                             ("decode", lambda: decode(latent))):  # fmt: skip
+                row = BenchRow("levers", size // 2, f"{engine}: {name}", size * size)
+                with context() if context else _null():
+                    out = _time_row(row, fn, "cpu", args.repeats, args.max_row_seconds)
+                if name == "decode":
+                    row.psnr_vs_torch = _psnr(out.clamp(0, 1), reference)
+                rows.append(row)
+
+        add("PyTorch eager", codec.encode, flow, codec.decode)
+        cl = torch.channels_last
+        flow_cl = copy.deepcopy(flow).to(memory_format=cl)
+        codec_cl = copy.deepcopy(codec).to(memory_format=cl)
+        add("PyTorch channels_last", lambda x: codec_cl.encode(x.contiguous(memory_format=cl)),
+            lambda x, s, c: flow_cl(x.contiguous(memory_format=cl), s, c.contiguous(memory_format=cl)),
+            lambda z: codec_cl.decode(z.contiguous(memory_format=cl)))  # fmt: skip
+        add("PyTorch channels_last + bf16 autocast", lambda x: codec_cl.encode(x.contiguous(memory_format=cl)),
+            lambda x, s, c: flow_cl(x.contiguous(memory_format=cl), s, c.contiguous(memory_format=cl)),
+            lambda z: codec_cl.decode(z.contiguous(memory_format=cl)).float(),
+            context=lambda: torch.autocast("cpu", dtype=torch.bfloat16))  # fmt: skip
+        engine = load_engine(flow, codec)  # before torch.compile, whose worker threads outlive its rows
+        add("ONNX Runtime", lambda x: engine.encoder_stages.image_wide(engine.encoder_stages.local(x)),
+            engine.velocity, lambda z: engine.decoder_stages.local(engine.decoder_stages.image_wide(z)))  # fmt: skip
+        try:
+            encoder_c = torch.compile(codec.encoder)
+            decoder_c = torch.compile(codec.decoder)
+            flow_c = torch.compile(flow)
+            add("torch.compile (inductor)", encoder_c, flow_c, lambda z: decoder_c(z).clamp(0, 1))
+        except Exception as err:  # noqa: BLE001 - a compiler missing on this machine is a finding, not a crash
+            rows.append(BenchRow("levers", size // 2, "torch.compile (inductor)", size * size,
+                                 note=f"unavailable: {type(err).__name__}: {str(err).splitlines()[0][:80]}"))  # fmt: skip
+    return rows
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _gpu_rows(pipe_path, args, device: str) -> list[BenchRow]:
+    """CUDA: float16 / bfloat16 / torch.compile end to end at 1024² output, and latent-only."""
+    from flowup.pipeline import FlowUpPipeline
+
+    rows = []
+    lr = _test_image(512).to(device)
+    for dtype, compiled in ((torch.float16, False), (torch.bfloat16, False), (torch.float16, True)):
+        pipe = FlowUpPipeline.from_pretrained(pipe_path, torch_dtype=dtype, runtime="torch").to(device)
+        pipe.set_progress_bar_config(disable=True)
+        label = f"flowup x2 {str(dtype).removeprefix('torch.')}" + (" + torch.compile" if compiled else "")
+        if compiled:
+            pipe.flow = torch.compile(pipe.flow)
+            pipe.codec.encoder = torch.compile(pipe.codec.encoder)
+            pipe.codec.decoder = torch.compile(pipe.codec.decoder)
+        row = BenchRow("gpu", 512, label, 1024 * 1024)
+        try:
+            _time_row(row, lambda: pipe(image=lr, generator=torch.Generator().manual_seed(0), output_type="pt"),
+                      device, max(args.repeats, 10), args.max_row_seconds)  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - report and go on to the next row
+            row.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+        rows.append(row)
+        flow = pipe.flow
+        latent = torch.randn(1, pipe.codec.latent_channels, 128, 128, device=device, dtype=dtype)
+        t = torch.zeros(1, device=device, dtype=dtype)
+        row = BenchRow("gpu", 512, f"latent-only, 1 NFE on 128² ({label.removeprefix('flowup x2 ')})", 1024 * 1024)
+        with torch.no_grad():
+            _time_row(row, lambda: flow(latent, t, latent), device, max(args.repeats, 20), args.max_row_seconds)
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _ratios(rows: list[BenchRow]) -> None:
+    for row in rows:
+        default = next((r for r in rows if r.section == row.section and r.size == row.size
+                        and r.method.startswith("flowup default")), None)  # fmt: skip
+        if default is not None and row.seconds and default.seconds:
+            row.ratio = row.s_per_mp / default.s_per_mp
+
+
+def _markdown(rows: list[BenchRow], header: dict) -> str:
+    lines = [f"# flowup benchmark ({header['date']})", "",
+             f"{header['hardware']}; {header['threads']}; torch {header['torch']}, onnxruntime "
+             f"{header['onnxruntime']}, ncnn {header['ncnn']}; model {header['model']}. Median of the timed "
+             "calls after one warm-up; first s = that warm-up call (the first call at this size); s/MP = seconds per output megapixel; ratio = s/MP over flowup "
+             "default's at the same scale and input size; peak = process RSS high-water (CPU) or "
+             "max_memory_allocated (CUDA) over the row.", "",
+             f"Runtime {header['runtime']}, ready in {header['engine_seconds']} s before the first image "
+             "(ONNX Runtime: the cached export, or the export on a machine's first run, and the sessions).", "",
+             f"Command: `{header['command']}`", ""]  # fmt: skip
+    for section in dict.fromkeys(r.section for r in rows):
+        for size in dict.fromkeys(r.size for r in rows if r.section == section):
+            group = [r for r in rows if r.section == section and r.size == size]
+            out = int(math.sqrt(group[0].output_pixels))
+            title = {"levers": f"levers: the networks alone at {out}² output"}.get(section, f"{section}: {size}² -> {out}²")
+            lines += [f"## {title}", "", "| method | s/MP | ratio | median s | first s | n | peak MiB | NFE | PSNR vs torch fp32 | note |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+            for r in group:
+                psnr = "" if r.psnr_vs_torch is None else ("exact" if math.isinf(r.psnr_vs_torch) else f"{r.psnr_vs_torch:.1f} dB")
+                ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+                ms = f"{r.s_per_mp:.2f}" if r.seconds else ""
+                first = "" if r.first_seconds is None else f"{r.first_seconds:.3f}"
+                lines.append(f"| {r.method} | {ms} | {ratio} | {r.median:.3f} | {first} | {len(r.seconds)} | {r.peak_mib:.0f} | "
+                             f"{'' if r.nfe is None else r.nfe} | {psnr} | {r.note} |")  # fmt: skip
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _hardware(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({__import__('os').cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def _version(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001
+        return "not installed"
+
+
+def run_bench(args: argparse.Namespace, command: str) -> int:
+    from flowup.pipeline import FlowUpPipeline, default_model_path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = Path(args.model) if args.model else default_model_path()
+    pipe = FlowUpPipeline.from_pretrained(model).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    torch_pipe = None
+    if pipe.active_runtime() != "torch":
+        torch_pipe = FlowUpPipeline.from_pretrained(model, runtime="torch").to(device)
+        torch_pipe.set_progress_bar_config(disable=True)
+    peers = {}
+    if "none" not in args.peers and torch.device(device).type == "cpu":
+        from eval.realesrgan import RealESRGAN
+
+        names = {"compact": "realesr-animevideov3-x2", "x4plus": "realesrgan-x4plus"}
+        peers = {key: RealESRGAN(names[key]) for key in args.peers}
+    threads = f"{torch.get_num_threads()} torch / ONNX Runtime / ncnn threads"
+    print(f"flowup bench: {_hardware(device)}, {threads}, runtime {pipe.active_runtime()}", flush=True)
+    start = time.perf_counter()
+    pipe.networks()  # ONNX Runtime: export once per machine (cached), then open the sessions
+    engine_seconds = time.perf_counter() - start
+
+    rows: list[BenchRow] = []
+    for scale, sizes in ((2, args.sizes), (4, args.x4_sizes or [])):
+        for size in sizes:
+            section = f"x{scale}"
+            print(f"  {section} {size}² ...", flush=True)
+            rows += _flowup_rows(pipe, torch_pipe, section, scale, size, args, device)
+            rows += _baseline_rows(pipe, section, scale, size, args, device)
+            rows += _peer_rows(section, scale, size, args, peers)
+    if args.levers and torch.device(device).type == "cpu":
+        print("  levers ...", flush=True)
+        rows += _lever_rows(pipe, args)
+    if torch.device(device).type == "cuda":
+        print("  gpu ...", flush=True)
+        rows += _gpu_rows(model, args, device)
+    _ratios(rows)
+
+    header = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": _hardware(device),
+        "threads": threads,
+        "device": device,
+        "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
+        "ncnn": _version("ncnn"),
+        "model": str(model),
+        "runtime": pipe.active_runtime(),
+        "engine_seconds": round(engine_seconds, 2),
+        "command": command,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"header": header, "rows": [{**asdict(r), "median": r.median, "s_per_mp": r.s_per_mp} for r in rows]}
+    (out / "bench.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    text = _markdown(rows, header)
+    (out / "bench.md").write_text(text + "\n")
+    print()
+    print(text)
+    print(f"results in {out}/ (bench.json, bench.md)")
+    return 0
