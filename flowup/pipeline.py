@@ -50,7 +50,7 @@ from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled
 __all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]
 
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "torch-bf16", "onnx")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
 
 
@@ -108,8 +108,10 @@ class FlowUpPipeline(DiffusionPipeline):
     not saved in the folder, e.g. ``"taef2"``).
 
     Runtime (:meth:`set_runtime`): ``"torch"`` (the default of a pipeline built directly),
-    ``"onnx"`` (ONNX Runtime, :mod:`flowup.onnx_runtime`: CPU, float32, about 3x faster there) or
-    ``"auto"`` (the default of :meth:`from_pretrained`: ONNX Runtime where it applies, else torch).
+    ``"torch-bf16"`` (oneDNN bfloat16 on a CPU, :mod:`flowup.bf16_runtime`: about 4x faster where
+    the CPU has AMX), ``"onnx"`` (ONNX Runtime, :mod:`flowup.onnx_runtime`: CPU, float32, about
+    2-3x faster) or ``"auto"`` (the default of :meth:`from_pretrained`: on a CPU in float32,
+    torch-bf16 where the CPU has AMX, else ONNX Runtime; torch elsewhere).
 
     Example::
 
@@ -144,7 +146,7 @@ class FlowUpPipeline(DiffusionPipeline):
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
         self.register_modules(flow=flow, codec=codec)
         self._runtime = "torch"
-        self._onnx_engine = None  # (state key, OnnxEngine) once built
+        self._engines: dict[str, tuple] = {}  # runtime -> (state key, engine) once built
         self.register_to_config(
             noise_alpha=float(noise_alpha),
             scale_factor=int(scale_factor),
@@ -163,40 +165,60 @@ class FlowUpPipeline(DiffusionPipeline):
         return self._runtime
 
     def set_runtime(self, runtime: str) -> "FlowUpPipeline":
-        """Run the networks with ``"torch"``, ``"onnx"`` (ONNX Runtime; raises at call time where
-        it cannot apply: not on a CPU, not float32, onnxruntime missing) or ``"auto"`` (ONNX Runtime
-        where it applies, else torch). Returns the pipeline."""
+        """Run the networks with ``"torch"``, ``"torch-bf16"``, ``"onnx"`` (each of the last two
+        raises at call time where it cannot apply: not on a CPU, not float32 weights, its library
+        or instructions missing) or ``"auto"`` (the fastest of them that applies here, see the class
+        docstring). Returns the pipeline."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self._runtime = runtime
         return self
 
-    def active_runtime(self) -> str:
-        """The runtime a call would use now: ``"torch"`` or ``"onnx"``."""
-        if self._runtime == "torch":
-            return "torch"
+    def _unavailable_reason(self, runtime: str) -> str | None:
+        if runtime == "torch-bf16":
+            from flowup.bf16_runtime import bf16_unavailable_reason
+
+            return bf16_unavailable_reason(self.flow, self.codec, self._execution_device)
         from flowup.onnx_runtime import onnx_unavailable_reason
 
-        reason = onnx_unavailable_reason(self.flow, self.codec, self._execution_device)
-        if reason is None:
-            return "onnx"
-        if self._runtime == "onnx":
-            raise ValueError(f"runtime 'onnx' cannot run this pipeline: {reason}")
-        return "torch"
+        return onnx_unavailable_reason(self.flow, self.codec, self._execution_device)
+
+    def active_runtime(self) -> str:
+        """The runtime a call would use now: ``"torch"``, ``"torch-bf16"`` or ``"onnx"``."""
+        if self._runtime == "torch":
+            return "torch"
+        if self._runtime != "auto":
+            reason = self._unavailable_reason(self._runtime)
+            if reason is not None:
+                raise ValueError(f"runtime {self._runtime!r} cannot run this pipeline: {reason}")
+            return self._runtime
+        from flowup.bf16_runtime import cpu_has_amx
+
+        if cpu_has_amx() and self._unavailable_reason("torch-bf16") is None:
+            return "torch-bf16"
+        return "onnx" if self._unavailable_reason("onnx") is None else "torch"
 
     def networks(self) -> Networks:
-        """The velocity and codec stages a call runs now (torch modules or ONNX Runtime sessions)."""
-        if self.active_runtime() == "torch":
+        """The velocity and codec stages a call runs now (torch modules, their bfloat16 copies or
+        ONNX Runtime sessions)."""
+        runtime = self.active_runtime()
+        if runtime == "torch":
             return Networks(self.flow, self.codec.encoder_stages(), self.codec.decoder_stages())
-        from flowup.onnx_runtime import load_engine
-
         # Rebuilt when weights change in place (training), move, or torch's thread count changes.
         key = (torch.get_num_threads(),) + tuple(
             (p.data_ptr(), p._version) for m in (self.flow, self.codec) for p in m.parameters()
         )
-        if self._onnx_engine is None or self._onnx_engine[0] != key:
-            self._onnx_engine = (key, load_engine(self.flow, self.codec))
-        engine = self._onnx_engine[1]
+        if runtime not in self._engines or self._engines[runtime][0] != key:
+            if runtime == "onnx":
+                from flowup.onnx_runtime import load_engine
+
+                engine = load_engine(self.flow, self.codec)
+            else:
+                from flowup.bf16_runtime import Bf16Engine
+
+                engine = Bf16Engine(self.flow, self.codec)
+            self._engines[runtime] = (key, engine)
+        engine = self._engines[runtime][1]
         return Networks(engine.velocity, engine.encoder_stages, engine.decoder_stages)
 
     # ----------------------------------------------------------------------------------------
@@ -465,7 +487,7 @@ class FlowUpPipeline(DiffusionPipeline):
 
         ``codec``: use this codec instead of the saved one / the one ``codec_spec`` names.
         ``torch_dtype``: cast the weights (default: float32). ``runtime``: see :meth:`set_runtime`
-        (default ``"auto"``: ONNX Runtime on a CPU in float32, torch elsewhere).
+        (default ``"auto"``: on a CPU in float32 the fastest engine that applies, torch elsewhere).
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

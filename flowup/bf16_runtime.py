@@ -1,0 +1,82 @@
+"""PyTorch with oneDNN bfloat16 on the CPU: the fast path of CPUs with AMX tiles.
+
+On a CPU with Intel AMX (Sapphire Rapids and later Xeons), oneDNN runs bfloat16 convolutions on
+the tile units several times faster than float32: the codec and the flow in ``channels_last``
+memory under ``torch.autocast("cpu", torch.bfloat16)`` upscale about 4x faster than PyTorch float32
+(``python -m eval bench``). The output is not bit-equal to float32 but stays within about 50 dB
+PSNR of it on the validation sets (``docs/scripts/runtime_psnr.py``), far below what 8-bit output
+shows. Without AMX, bfloat16 runs on AVX-512 at about half float32's speed, so ``runtime="auto"``
+picks this engine only where :func:`cpu_has_amx` is true (elsewhere ONNX Runtime, float32).
+
+The engine holds ``channels_last`` float32 copies of the networks (the pipeline's own modules
+are left as they are) and gives float32, contiguous tensors back.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from flowup.codecs import CodecStages
+
+__all__ = ["Bf16Engine", "bf16_unavailable_reason", "cpu_has_amx"]
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bfloat16 (where this engine is the fastest)."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check() and torch.backends.mkldnn.is_available())
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check()) or cpu_has_amx()
+
+
+def bf16_unavailable_reason(flow: nn.Module, codec: nn.Module, device: torch.device) -> str | None:
+    """Why this engine cannot run these networks here (None: it can)."""
+    if torch.device(device).type != "cpu":
+        return f"it runs on the CPU only, the pipeline is on {device}"
+    dtypes = {p.dtype for m in (flow, codec) for p in m.parameters()}
+    if dtypes != {torch.float32}:
+        return f"it runs float32 weights under bfloat16 autocast, the pipeline has {sorted(str(d) for d in dtypes)}"
+    if not torch.backends.mkldnn.is_available() or not _cpu_has_bf16():
+        return "this CPU or PyTorch build has no oneDNN bfloat16 (avx512_bf16 or AMX)"
+    if codec.encoder_stages() is None or codec.decoder_stages() is None:
+        return f"codec {type(codec).__name__} has no local / image-wide split"
+    return None
+
+
+def _autocast(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` on channels_last inputs under bfloat16 autocast, float32 contiguous output."""
+
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
+        inputs = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(*inputs)
+        return out.float().contiguous()
+
+    return run
+
+
+class Bf16Engine:
+    """``velocity(x_t, t, cond)`` and the codec stages (:class:`~flowup.codecs.CodecStages`) run
+    in bfloat16 on the CPU. Tensors in and out are float32 CPU tensors, ``(N, C, h, w)``."""
+
+    def __init__(self, flow: nn.Module, codec: nn.Module):
+        cl = torch.channels_last
+        self.flow = copy.deepcopy(flow).eval().to(memory_format=cl)
+        self.codec = copy.deepcopy(codec).eval().to(memory_format=cl)
+        enc, dec = self.codec.encoder_stages(), self.codec.decoder_stages()
+        if enc is None or dec is None:
+            raise ValueError(f"codec {type(codec).__name__} has no local / image-wide split")
+        self.encoder_stages = CodecStages(_autocast(enc.local), _autocast(enc.image_wide), enc.local_radius)
+        self.decoder_stages = CodecStages(_autocast(dec.local), _autocast(dec.image_wide), dec.local_radius)
+        self._velocity = _autocast(self.flow)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)``, scalar or ``(N,)`` t, ``(N, C, h, w)`` -> velocity ``(N, C, h, w)``."""
+        return self._velocity(x_t, torch.as_tensor(t, dtype=torch.float32), cond)
