@@ -10,8 +10,9 @@ Real-ESRGAN rows warm up on a 64² input (ncnn plans nothing per shape), all oth
 Sections:
 
 - ``x2`` / ``x4`` at each input size: flowup's default (the model's steps and back-projection, the
-  runtime ``auto`` picks: ONNX Runtime on a CPU), flowup on PyTorch eager (the default before the
-  ONNX Runtime path), flowup's stages timed alone (encode / flow per NFE / decode /
+  runtime ``auto`` picks: on a CPU, torch-bf16 where it has AMX, else ONNX Runtime), flowup on
+  PyTorch float32 eager (the default before the fast paths), the other fast runtime this machine
+  can run (with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
   back-projection), PSU (flowup's source: bicubic + codec round trip), bicubic, and Real-ESRGAN
   through ncnn (:mod:`eval.realesrgan`): ``realesr-animevideov3-x2`` (compact; twice for x4) and
   ``realesrgan-x4plus`` (x4 native; its x2 row is the x4 output downsampled, as its tools do).
@@ -85,7 +86,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=[*PEERS, "none"],
                    help="Real-ESRGAN models to time (default: compact x4plus)")
-    p.add_argument("--no-torch-row", action="store_true", help="skip the PyTorch-eager flowup rows")
+    p.add_argument("--no-torch-row", action="store_true",
+                   help="skip the PyTorch float32 and other-runtime flowup rows")
     p.add_argument("--levers", action="store_true", help="also time the networks under each engine")
     p.add_argument("--lever-size", type=int, default=1024, help="output side of the --levers rows (default 1024)")
     p.add_argument("--out", default="results/bench", help="folder for bench.json and bench.md")
@@ -152,17 +154,39 @@ def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, de
     out = _time_row(default, call(pipe), device, args.repeats, args.max_row_seconds)
     default.nfe = out.nfe
     rows.append(default)
-    reference = None
     if torch_pipe is not None and not args.no_torch_row:
-        eager = BenchRow(section, size, "flowup, PyTorch eager (previous default)", out_pixels)
+        eager = BenchRow(section, size, "flowup, PyTorch float32 eager (previous default)", out_pixels)
         reference = _time_row(eager, call(torch_pipe), device, args.repeats, args.max_row_seconds)
         eager.nfe = reference.nfe
         eager.psnr_vs_torch = float("inf")
         default.psnr_vs_torch = _psnr(out.images, reference.images)
         rows.append(eager)
+        for other in _other_runtimes(torch_pipe, runtime):
+            row = BenchRow(section, size, f"flowup, runtime {other}", out_pixels)
+            torch_pipe.set_runtime(other)
+            try:
+                result = _time_row(row, call(torch_pipe), device, args.repeats, args.max_row_seconds)
+            finally:
+                torch_pipe.set_runtime("torch")
+            row.nfe, row.psnr_vs_torch = result.nfe, _psnr(result.images, reference.images)
+            rows.append(row)
     if scale == 2:
         rows += _stage_rows(pipe, lr, section, size, args, device)
     return rows
+
+
+def _other_runtimes(pipe, active: str) -> list[str]:
+    """The fast CPU runtimes other than ``active`` that can run ``pipe`` here."""
+    found = []
+    for runtime in ("torch-bf16", "onnx"):
+        if runtime != active:
+            try:
+                pipe.set_runtime(runtime).active_runtime()
+                found.append(runtime)
+            except ValueError:
+                pass
+    pipe.set_runtime("torch")
+    return found
 
 
 def _stage_rows(pipe, lr: torch.Tensor, section: str, size: int, args, device: str) -> list[BenchRow]:
@@ -378,7 +402,8 @@ def _markdown(rows: list[BenchRow], header: dict) -> str:
              "default's at the same scale and input size; peak = process RSS high-water (CPU) or "
              "max_memory_allocated (CUDA) over the row.", "",
              f"Runtime {header['runtime']}, ready in {header['engine_seconds']} s before the first image "
-             "(ONNX Runtime: the cached export, or the export on a machine's first run, and the sessions).", "",
+             "(building the engine: ONNX Runtime loads its cached export, or exports on a machine's first run; "
+             "torch-bf16 makes its channels_last copies).", "",
              f"Command: `{header['command']}`", ""]  # fmt: skip
     for section in dict.fromkeys(r.section for r in rows):
         for size in dict.fromkeys(r.size for r in rows if r.section == section):
@@ -404,7 +429,10 @@ def _hardware(device: str) -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({__import__('os').cpu_count()} cores)"
+                from flowup.bf16_runtime import cpu_has_amx
+
+                amx = "with AMX" if cpu_has_amx() else "no AMX"
+                return f"CPU: {line.split(':', 1)[1].strip()} ({__import__('os').cpu_count()} cores, {amx})"
     except OSError:
         pass
     return f"CPU: {platform.processor() or platform.machine()}"
