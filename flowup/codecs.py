@@ -10,8 +10,9 @@ Implementations:
 
 - :class:`TAEF2Codec`: the default, TAEF2 (a 1.3M + 1.3M parameter tiny autoencoder for the
   FLUX.2 latent space, 32 channels, 8x; github madebyollin/taesd, MIT). The architecture is
-  written here (:class:`TinyEncoder` / :class:`TinyDecoder`), the weights are the upstream
-  ``encoder.pth`` / ``decoder.pth``, loaded with ``torch.load(weights_only=True)``.
+  written here (:class:`TinyEncoder` / :class:`TinyDecoder`), the weights are the upstream ones,
+  shipped in the package as float16 safetensors (:mod:`flowup.weights`; an upstream
+  ``encoder.pth`` / ``decoder.pth`` folder loads too, with ``torch.load(weights_only=True)``).
 - :class:`DiffusersVAECodec`: any diffusers ``AutoencoderKL`` (honouring ``scaling_factor`` and
   ``shift_factor``) or ``AutoencoderTiny``, by local path or hub id.
 
@@ -22,6 +23,7 @@ saves and loads them with safetensors like any other component.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,7 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from flowup.receptive_field import sequential_radius, split_around_group_norms
-from flowup.weights import find_taef2_weights
+from flowup.weights import find_taef2_weights, has_taef2_weights, is_offline, load_taef2_state
 
 __all__ = ["Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "load_codec"]
 
@@ -168,8 +170,9 @@ class TinyDecoder(nn.Sequential):
 class TAEF2Codec(Codec):
     """TAEF2 tiny autoencoder (FLUX.2 latent space, 32 channels, 8x downscale).
 
-    Build it with :meth:`from_taesd_weights` (a folder holding ``encoder.pth`` and
-    ``decoder.pth``) or :meth:`from_pretrained` (a folder saved by :meth:`save_pretrained`).
+    Build it with :meth:`from_taesd_weights` (the packaged weights, or a folder holding
+    ``encoder`` / ``decoder`` ``.safetensors`` or ``.pth``) or :meth:`from_pretrained` (a folder
+    saved by :meth:`save_pretrained`).
     ``TAEF2Codec()`` alone is randomly initialised, which tests use.
     """
 
@@ -186,8 +189,7 @@ class TAEF2Codec(Codec):
         folder = find_taef2_weights(folder)
         codec = cls()
         for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
-            state = torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
-            module.load_state_dict(state)
+            module.load_state_dict({k: v.float() for k, v in load_taef2_state(folder, name).items()})
         return codec.eval().requires_grad_(False)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -286,13 +288,35 @@ def _check_images(images: torch.Tensor, multiple: int) -> None:
 
 
 def load_codec(spec: str | Path | None = None) -> Codec:
-    """Load a codec from a spec: ``None`` / ``"taef2"`` (default weights search), a folder with
-    ``encoder.pth`` + ``decoder.pth`` (TAEF2), a saved codec folder, or a diffusers VAE path / hub id.
+    """Load a codec from a spec: ``None`` / ``"taef2"`` (the packaged TAEF2), a folder with TAEF2's
+    ``encoder`` / ``decoder`` ``.safetensors`` or ``.pth``, a saved codec folder, a diffusers VAE
+    folder, or a Hugging Face Hub id (``owner/name``; never contacted when offline:
+    ``FLOWUP_OFFLINE`` / ``HF_HUB_OFFLINE``, then only the local hub cache is used).
+
+    Raises FileNotFoundError with one line for a local path that does not exist ("no such folder").
     """
     if spec is None or str(spec).lower() == "taef2":
         return TAEF2Codec.from_taesd_weights(None)
-    path = Path(spec)
-    if (path / "encoder.pth").is_file() and (path / "decoder.pth").is_file():
+    path = Path(spec).expanduser()
+    if not path.exists():
+        text = str(spec)
+        looks_local = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1
+        if looks_local:
+            raise FileNotFoundError(f"codec {text!r}: no such folder")
+        if is_offline():
+            try:
+                with warnings.catch_warnings():  # huggingface_hub's notice about an argument diffusers passes
+                    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+                    return DiffusersVAECodec.from_vae(text, local_files_only=True)
+            except OSError:
+                raise FileNotFoundError(
+                    f"codec {text!r}: no such folder, and offline (FLOWUP_OFFLINE / HF_HUB_OFFLINE) the hub "
+                    "is not asked; it is not in the local hub cache either"
+                ) from None
+        return DiffusersVAECodec.from_vae(text)
+    if not path.is_dir():
+        raise FileNotFoundError(f"codec {str(spec)!r}: is a file, not a folder")
+    if has_taef2_weights(path):
         return TAEF2Codec.from_taesd_weights(path)
     if (path / "config.json").is_file():
         import json
@@ -302,4 +326,4 @@ def load_codec(spec: str | Path | None = None) -> Codec:
             return TAEF2Codec.from_pretrained(path).eval().requires_grad_(False)
         if cls_name == "DiffusersVAECodec":
             return DiffusersVAECodec.from_pretrained(path).eval().requires_grad_(False)
-    return DiffusersVAECodec.from_vae(str(spec))
+    return DiffusersVAECodec.from_vae(str(path), local_files_only=True)

@@ -1,14 +1,19 @@
-"""Where pretrained weights are found: argument, environment, user cache, team checkout, download.
+"""Where pretrained weights are found: argument, environment, the package, the user cache, download.
 
-The order, for every kind of weights flowup needs:
+TAEF2, the default codec, ships inside the package (``flowup/pretrained/taef2``: the upstream
+``taef2_encoder.pth`` / ``taef2_decoder.pth`` of github.com/madebyollin/taesd, MIT, converted to
+float16 safetensors), so a plain ``pip install`` upscales offline. The search order:
 
-1. an explicit path given by the caller;
-2. an environment variable (``FLOWUP_TAEF2`` for the codec);
-3. the user cache folder (``$FLOWUP_CACHE`` or ``~/.cache/flowup``);
-4. ``../shared/weights`` beside a source checkout (the team's layout);
-5. a download from the upstream release, for users who have a network;
+1. an explicit folder given by the caller (``--codec``, ``load_codec(path)``);
+2. ``$FLOWUP_TAEF2``;
+3. the packaged copy;
+4. the user cache folder (``$FLOWUP_CACHE`` or ``~/.cache/flowup``), e.g. for a slimmed install;
+5. a download from the upstream release, for users who have a network (never with
+   ``FLOWUP_OFFLINE`` / ``HF_HUB_OFFLINE`` set);
 
-and offline, a clear error that lists every place that was looked at.
+and otherwise a clear error that lists every place that was looked at. A folder may hold
+``encoder.safetensors`` + ``decoder.safetensors`` or the upstream ``encoder.pth`` + ``decoder.pth``
+(read with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import os
 import urllib.request
 from pathlib import Path
 
-__all__ = ["cache_dir", "find_taef2_weights", "WeightsNotFoundError"]
+import torch
 
-TAEF2_FILES = ("encoder.pth", "decoder.pth")
+__all__ = ["cache_dir", "find_taef2_weights", "has_taef2_weights", "load_taef2_state", "is_offline", "WeightsNotFoundError",
+           "PACKAGED_TAEF2"]  # fmt: skip
+
+PACKAGED_TAEF2 = Path(__file__).resolve().parent / "pretrained" / "taef2"
+TAEF2_PARTS = ("encoder", "decoder")
 TAEF2_URLS = {
     "encoder.pth": "https://github.com/madebyollin/taesd/raw/main/taef2_encoder.pth",
     "decoder.pth": "https://github.com/madebyollin/taesd/raw/main/taef2_decoder.pth",
 }
-_CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -36,31 +44,58 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FLOWUP_CACHE", Path.home() / ".cache" / "flowup"))
 
 
-def _has_taef2(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in TAEF2_FILES)
+def is_offline() -> bool:
+    """True when ``FLOWUP_OFFLINE`` or ``HF_HUB_OFFLINE`` is set (to anything but 0 / false / empty)."""
+    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for name in ("FLOWUP_OFFLINE", "HF_HUB_OFFLINE"))  # fmt: skip
+
+
+def _weights_file(folder: Path, part: str) -> Path | None:
+    for suffix in (".safetensors", ".pth"):
+        if (folder / f"{part}{suffix}").is_file():
+            return folder / f"{part}{suffix}"
+    return None
+
+
+def has_taef2_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds TAEF2's encoder and decoder weights (.safetensors or .pth)."""
+    return all(_weights_file(folder, part) is not None for part in TAEF2_PARTS)
+
+
+def load_taef2_state(folder: str | Path, part: str) -> dict[str, torch.Tensor]:
+    """The state dict of TAEF2's ``part`` (``"encoder"`` / ``"decoder"``) in ``folder``."""
+    path = _weights_file(Path(folder), part)
+    if path is None:
+        raise WeightsNotFoundError(f"no TAEF2 {part} weights ({part}.safetensors or {part}.pth) in {folder}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def find_taef2_weights(folder: str | Path | None = None, download: bool | None = None) -> Path:
-    """Return a folder holding TAEF2's ``encoder.pth`` and ``decoder.pth``.
+    """Return a folder holding TAEF2's encoder and decoder weights.
 
     ``download``: try the upstream release when nothing is found locally (default: on unless
-    ``FLOWUP_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
+    offline, see :func:`is_offline`).
     """
     if folder is not None:
         folder = Path(folder).expanduser()
-        if not _has_taef2(folder):
-            raise WeightsNotFoundError(f"no TAEF2 weights (encoder.pth, decoder.pth) in {folder}")
+        if not folder.is_dir():
+            raise WeightsNotFoundError(f"{folder}: no such folder (TAEF2 weights)")
+        if not has_taef2_weights(folder):
+            raise WeightsNotFoundError(f"no TAEF2 weights (encoder / decoder .safetensors or .pth) in {folder}")
         return folder
     candidates: list[Path] = []
     if os.environ.get("FLOWUP_TAEF2"):
         candidates.append(Path(os.environ["FLOWUP_TAEF2"]).expanduser())
-    candidates.append(cache_dir() / "taef2")
-    candidates.append(_CHECKOUT_ROOT.parent / "shared" / "weights" / "taef2")
+    candidates += [PACKAGED_TAEF2, cache_dir() / "taef2"]
     for candidate in candidates:
-        if _has_taef2(candidate):
+        if has_taef2_weights(candidate):
             return candidate
     if download is None:
-        download = not (os.environ.get("FLOWUP_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"))
+        download = not is_offline()
     errors = ""
     if download:
         target = cache_dir() / "taef2"

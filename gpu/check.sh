@@ -20,8 +20,7 @@ if [ "${1:-}" != "--dry-run" ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# The codec's weights travel with the tree only inside the package or in .whl/taef2 (gpu/fetch_wheels.sh).
-if [ -z "${FLOWUP_TAEF2:-}" ] && [ -f .whl/taef2/encoder.pth ]; then export FLOWUP_TAEF2="$PWD/.whl/taef2"; fi
+# The codec's weights travel inside the package (flowup/pretrained/taef2).
 
 if [ "${1:-}" = "--dry-run" ]; then
     device=cpu

@@ -90,9 +90,47 @@ def test_diffusers_autoencoder_tiny(tmp_path):
         assert z.shape == (1, 4, 8, 8) and codec.decode(z).shape == (1, 3, 16, 16)
 
 
-def test_missing_vae_error_names_the_path(tmp_path):
-    with pytest.raises(OSError, match="could not load a diffusers VAE"):
-        load_codec(tmp_path / "nothing-here")
+def test_missing_local_codec_path_says_no_such_folder(tmp_path):
+    for spec in (tmp_path / "nothing-here", "./typo/vae", "relative/deeper/vae"):
+        with pytest.raises(FileNotFoundError, match="no such folder"):
+            load_codec(spec)
+
+
+def test_hub_id_codec_offline_never_contacts_the_hub(monkeypatch):
+    """Offline (FLOWUP_OFFLINE / HF_HUB_OFFLINE) a hub id is looked up in the local hub cache only:
+    a quick one-line error, not a minute of retries."""
+    import time
+
+    monkeypatch.setenv("FLOWUP_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="offline") as err:
+        load_codec("flowup-test-nobody/no-such-vae")
+    assert time.perf_counter() - started < 10 and "\n" not in str(err.value)
+
+
+def test_packaged_taef2_is_the_default_and_equals_upstream():
+    """TAEF2 ships in the package as float16 safetensors (with its MIT licence); they hold the
+    upstream .pth tensors exactly, so the codec's outputs are identical."""
+    from safetensors.torch import load_file
+
+    from flowup.weights import PACKAGED_TAEF2, load_taef2_state
+
+    assert find_taef2_weights(download=False) == PACKAGED_TAEF2
+    assert "MIT" in (PACKAGED_TAEF2 / "LICENSE").read_text()
+    for part in ("encoder", "decoder"):
+        path = PACKAGED_TAEF2 / f"{part}.safetensors"
+        assert path.stat().st_size < 3_000_000
+        assert {t.dtype for t in load_file(str(path)).values()} == {torch.float16}
+    if not TAEF2_DIR.is_dir():
+        pytest.fail(f"the upstream TAEF2 .pth files are expected at {TAEF2_DIR} to compare against")
+    for part in ("encoder", "decoder"):
+        packaged, upstream = load_taef2_state(PACKAGED_TAEF2, part), load_taef2_state(TAEF2_DIR, part)
+        assert packaged.keys() == upstream.keys()
+        assert all(torch.equal(packaged[k], upstream[k].to(torch.float16)) for k in packaged)
+    image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    a, b = TAEF2Codec.from_taesd_weights(None), TAEF2Codec.from_taesd_weights(TAEF2_DIR)
+    with torch.no_grad():
+        assert torch.equal(a.decode(a.encode(image)), b.decode(b.encode(image)))
 
 
 def test_weight_search_order_and_offline_error(tmp_path, monkeypatch):
@@ -103,17 +141,20 @@ def test_weight_search_order_and_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWUP_TAEF2", str(fake))
     assert find_taef2_weights() == fake
     monkeypatch.delenv("FLOWUP_TAEF2")
+    monkeypatch.setattr("flowup.weights.PACKAGED_TAEF2", tmp_path / "slim-install")  # no packaged copy
     cache = tmp_path / "cache"
     (cache / "taef2").mkdir(parents=True)
     for name in ("encoder.pth", "decoder.pth"):
         (cache / "taef2" / name).write_bytes(b"x")
     monkeypatch.setenv("FLOWUP_CACHE", str(cache))
     assert find_taef2_weights() == cache / "taef2"
+    (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsNotFoundError, match="no TAEF2 weights"):
         find_taef2_weights(tmp_path / "empty")
+    with pytest.raises(WeightsNotFoundError, match="no such folder"):
+        find_taef2_weights(tmp_path / "absent")
     # Nothing anywhere, offline: the error lists where it looked.
     monkeypatch.setenv("FLOWUP_CACHE", str(tmp_path / "nocache"))
-    monkeypatch.setattr("flowup.weights._CHECKOUT_ROOT", tmp_path / "a" / "b")
     with pytest.raises(WeightsNotFoundError, match="looked in") as err:
         find_taef2_weights(download=False)
     assert str(tmp_path / "nocache") in str(err.value)
