@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Codec", "DiffusersVAECodec", "TAEF2Codec", "load_codec", "FlowUNet", "FlowUpPipeline", "FlowUpPipelineOutput"]
+__all__ = ["Codec", "DiffusersVAECodec", "TAEF2Codec", "load_codec", "FlowUNet", "FlowUpPipeline", "FlowUpPipelineOutput",
+           "BoostedTextToImage"]  # fmt: skip
 __version__ = "0.1.0"
 
 _HOMES = {
@@ -23,12 +24,14 @@ _HOMES = {
     "FlowUNet": "flowup.models",
     "FlowUpPipeline": "flowup.pipeline",
     "FlowUpPipelineOutput": "flowup.pipeline",
+    "BoostedTextToImage": "flowup.text_to_image",
 }
 
 if TYPE_CHECKING:
     from flowup.codecs import Codec, DiffusersVAECodec, TAEF2Codec, load_codec
     from flowup.models import FlowUNet
     from flowup.pipeline import FlowUpPipeline, FlowUpPipelineOutput
+    from flowup.text_to_image import BoostedTextToImage
 
 
 def __getattr__(name: str) -> Any:

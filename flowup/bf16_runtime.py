@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from flowup.codecs import CodecStages
+from flowup.engine_support import cpu_float32_split_reason
 
 __all__ = ["Bf16Engine", "bf16_unavailable_reason", "cpu_has_amx"]
 
@@ -38,16 +39,10 @@ def _cpu_has_bf16() -> bool:
 
 def bf16_unavailable_reason(flow: nn.Module, codec: nn.Module, device: torch.device) -> str | None:
     """Why this engine cannot run these networks here (None: it can)."""
-    if torch.device(device).type != "cpu":
-        return f"it runs on the CPU only, the pipeline is on {device}"
-    dtypes = {p.dtype for m in (flow, codec) for p in m.parameters()}
-    if dtypes != {torch.float32}:
-        return f"it runs float32 weights under bfloat16 autocast, the pipeline has {sorted(str(d) for d in dtypes)}"
-    if not torch.backends.mkldnn.is_available() or not _cpu_has_bf16():
-        return "this CPU or PyTorch build has no oneDNN bfloat16 (avx512_bf16 or AMX)"
-    if codec.encoder_stages() is None or codec.decoder_stages() is None:
-        return f"codec {type(codec).__name__} has no local / image-wide split"
-    return None
+    reason = cpu_float32_split_reason(flow, codec, device, weights="float32 weights under bfloat16 autocast")
+    if reason is None and (not torch.backends.mkldnn.is_available() or not _cpu_has_bf16()):
+        reason = "this CPU or PyTorch build has no oneDNN bfloat16 (avx512_bf16 or AMX)"
+    return reason
 
 
 def _autocast(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -16,6 +16,7 @@ a temporary file in the target folder, then ``os.replace``, so no half-written f
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,16 @@ __all__ = [
     "SAVE_FORMATS",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "remove_stale_temp_files",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 16384 * 16384  # refuse inputs beyond this ("decompression bomb" guard)
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+TEMP_SUFFIX = ".flowup-tmp"  # save_image's temporary files: .NAME.flowup-HOST-PID-XXXX.flowup-tmp
 
 
 class ImageReadError(ValueError):
@@ -160,7 +165,7 @@ def save_image(image: Image.Image, path: str | Path, format: str | None = None, 
     elif pil_format == "WEBP":
         options = {"quality": quality, "method": 4}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.{_temp_tag()}-", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format=pil_format, **options)
@@ -174,3 +179,46 @@ def save_image(image: Image.Image, path: str | Path, format: str | None = None, 
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temp_tag(pid: int | None = None) -> str:
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+    return f"flowup-{host}-{os.getpid() if pid is None else pid}"
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temporary files that :func:`save_image` left in ``folder`` when its process was
+    killed (SIGKILL, power loss): those of this host whose process no longer runs. Files of live
+    processes and of other hosts are kept. Returns the paths removed."""
+    folder = Path(folder)
+    prefix = _temp_tag(0)[: -len("0")]  # flowup-HOST-
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+    except OSError:
+        return removed
+    for path in candidates:
+        marker = path.name.rfind("." + prefix)
+        if marker < 0:
+            continue
+        pid_text = path.name[marker + 1 + len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

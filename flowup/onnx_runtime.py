@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowup.engine_support import cpu_float32_split_reason
 from flowup.codecs import CodecStages
 from flowup.weights import cache_dir
 
@@ -52,14 +53,7 @@ def onnx_unavailable_reason(flow: nn.Module, codec: nn.Module, device: torch.dev
     """Why ONNX Runtime cannot run these networks here (None: it can)."""
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         return "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
-    if torch.device(device).type != "cpu":
-        return f"it runs on the CPU only, the pipeline is on {device}"
-    dtypes = {p.dtype for m in (flow, codec) for p in m.parameters()}
-    if dtypes != {torch.float32}:
-        return f"it runs float32 weights only, the pipeline has {sorted(str(d) for d in dtypes)}"
-    if codec.encoder_stages() is None or codec.decoder_stages() is None:
-        return f"codec {type(codec).__name__} has no local / image-wide split to export"
-    return None
+    return cpu_float32_split_reason(flow, codec, device)
 
 
 def fingerprint(flow: nn.Module, codec: nn.Module) -> str:
@@ -215,6 +209,9 @@ class OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        # Tiles and images change size from call to call: ORT's memory patterns are planned per
+        # shape and only add peak memory (about 5 GB instead of 3 at 1 MP out, first call no faster).
+        options.enable_mem_pattern = False
         runs = {}
         for name in GRAPHS:
             session = ort.InferenceSession(str(folder / manifest["graphs"][name]), options,

@@ -1,6 +1,6 @@
 """``FlowUpPipeline``: low-res images (or latents) in, images ``scale`` times larger out.
 
-One x2 stage (DESIGN.md, "Inference"):
+One x2 stage (docs/method.md, "Inference"):
 
 1. ``x_up = upsample(x_lr, 2)`` in pixels (bicubic, :mod:`flowup.resample`), reflect-padded at the
    bottom / right so that its latent is a multiple of ``flow.size_multiple``;
@@ -21,10 +21,6 @@ One x2 stage (DESIGN.md, "Inference"):
 
 from __future__ import annotations
 
-import copy
-import importlib
-import importlib.util
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,39 +29,25 @@ from typing import Any, Callable
 import numpy as np
 import PIL.Image
 import torch
-import diffusers
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from flowup.back_projection import back_project
-from flowup.codecs import Codec, CodecStages, TAEF2Codec, load_codec
-from flowup.flow import alpha_bar_at, noise_source
+from flowup.codecs import Codec, CodecStages
+from flowup.flow import noise_source
 from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
+from flowup.model_folder import DEFAULT_NOISE_ALPHA, ModelNotFoundError, check_config, default_model_path, load_model_folder, save_model_folder
 from flowup.resample import upsample
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS, nfe_per_step, sample
 from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled_velocity
 
-__all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]
+__all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]  # the last two
+# live in flowup.model_folder (saving and loading) and stay importable from here
 
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 RUNTIMES = ("auto", "torch", "torch-bf16", "onnx")
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No model folder where one was expected."""
-
-
-def default_model_path() -> Path:
-    """The shipped model folder (``flowup/pretrained/taef2-x2``); raises while none ships."""
-    if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
-        raise ModelNotFoundError(
-            f"no trained flowup model is installed (looked for {DEFAULT_MODEL_DIR}); pass --model PATH, "
-            "a folder written by FlowUpPipeline.save_pretrained"
-        )
-    return DEFAULT_MODEL_DIR
 
 
 @dataclass
@@ -98,6 +80,37 @@ class _Item:
     latent: torch.Tensor | None = None  # ``(C, h, w)`` when the input was a latent (bilinear source)
 
 
+class _WorkProgress:
+    """The fraction of one ``__call__``'s work done, for ``progress_callback``.
+
+    Parts are weighted by their cost per output pixel, counted with ``torch.utils.flop_counter``
+    for TAEF2 and the shipped flow (GFLOP per output megapixel: encode 470, decode 543, flow 69 per
+    evaluation, back-projection about 25), so a single large image moves smoothly: tile by tile
+    through the codec and the flow, stage by stage.
+    """
+
+    ENCODE, DECODE, FLOW_PER_NFE, BACK_PROJECTION = 470.0, 543.0, 69.0, 25.0
+
+    def __init__(self, callback: Callable[[float], None] | None, total: float):
+        self.callback, self.total, self.done = callback, max(total, 1e-12), 0.0
+
+    def part(self, weight: float) -> Callable[[float], None] | None:
+        """A callback for one part (``fraction`` of it done); the next ``part`` starts after it."""
+        if self.callback is None:
+            return None
+        start = self.done
+        self.done += weight
+
+        def report(fraction: float) -> None:
+            self.callback(min(1.0, (start + min(max(fraction, 0.0), 1.0) * weight) / self.total))
+
+        return report
+
+    @classmethod
+    def stage_weight(cls, out_pixels: float, nfe: int, back_projection_steps: int) -> float:
+        return out_pixels * (cls.ENCODE + cls.DECODE + cls.FLOW_PER_NFE * nfe + (cls.BACK_PROJECTION if back_projection_steps else 0.0))
+
+
 class FlowUpPipeline(DiffusionPipeline):
     r"""Flow-matching latent upscaler (Coupling Flow Matching, arXiv 2312.07360).
 
@@ -120,14 +133,25 @@ class FlowUpPipeline(DiffusionPipeline):
         out.images[0].save("out.png")
     """
 
-    model_cpu_offload_seq = "codec->flow"
     _optional_components = ["codec"]
+
+    def enable_model_cpu_offload(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: the codec runs through ``encode`` / ``decode`` (and engines), which
+        accelerate's offload hooks never see, and the networks are small (about 25 MB at float16):
+        move the pipeline with ``.to(device)``. To save GPU memory in a text-to-image chain,
+        offload the *base* model (``BoostedTextToImage(offload=True)``, ``flowup generate --offload``)."""
+        raise NotImplementedError(
+            "FlowUpPipeline does not support CPU offload (its networks are ~25 MB; use .to(device)); "
+            "offload the base model instead: BoostedTextToImage(..., offload=True)"
+        )
+
+    enable_sequential_cpu_offload = enable_model_cpu_offload
 
     def __init__(
         self,
         flow: torch.nn.Module,
         codec: Codec,
-        noise_alpha: float = round(alpha_bar_at(400), 4),
+        noise_alpha: float = DEFAULT_NOISE_ALPHA,
         scale_factor: int = 2,
         default_num_inference_steps: int = 40,
         default_solver: str = "euler",
@@ -135,12 +159,9 @@ class FlowUpPipeline(DiffusionPipeline):
         default_back_projection_steps: int = 0,
     ):
         super().__init__()
-        if scale_factor != 2:
-            raise ValueError(f"only x2 flow models are supported (scale_factor=2), got {scale_factor}")
-        if default_solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
-            raise ValueError(f"unknown solver {default_solver!r}")
-        if not isinstance(default_back_projection_steps, int) or default_back_projection_steps < 0:
-            raise ValueError(f"default_back_projection_steps must be an integer >= 0, got {default_back_projection_steps!r}")
+        check_config(noise_alpha=noise_alpha, scale_factor=scale_factor, default_solver=default_solver,
+                     default_num_inference_steps=default_num_inference_steps,
+                     default_back_projection_steps=default_back_projection_steps)  # fmt: skip
         skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
@@ -240,6 +261,8 @@ class FlowUpPipeline(DiffusionPipeline):
         codec_tile_size: int | None = None,
         latent_upsample: str = "pixel",
         back_projection_steps: int | None = None,
+        progress_callback: Callable[[float], None] | None = None,
+        detail: float = 1.0,
     ) -> FlowUpPipelineOutput | tuple:
         r"""Upscale ``image`` (or ``latents``) by ``scale``.
 
@@ -250,6 +273,7 @@ class FlowUpPipeline(DiffusionPipeline):
             latents: instead of ``image``, low-res latents ``(N, C, h, w)`` of this codec.
             scale: 2, or 4 (the x2 model applied twice).
             num_inference_steps: ODE steps per stage (fixed-step solvers); default from the config.
+                ``0``: no flow, the codec round trip of the upsampled input (the PSU baseline).
             solver: ``euler``, ``midpoint``, ``rk4`` or ``dopri5``; default from the config.
             generator: one ``torch.Generator``, or a list with one per image. Same seed, same output.
             output_type: ``pil``, ``pt`` (float ``(N, 3, H, W)`` in [0, 1]), ``np`` (``(N, H, W, 3)``)
@@ -264,6 +288,13 @@ class FlowUpPipeline(DiffusionPipeline):
                 (default, better); ``"bilinear"`` upsamples the latents directly in the first stage.
             back_projection_steps: low-res consistency steps after each x2 stage
                 (:func:`flowup.back_projection.back_project`); ``0`` = off; default from the config.
+            detail: how much of the detail the flow adds to its source to keep, per stage:
+                ``latent = cond + detail * (x1 - cond)``; ``1`` = the flow's output (default), ``0`` =
+                the clean source (the PSU round trip, no added texture), in between = less texture
+                and less grain, up to ``2`` = more.
+            progress_callback: called as ``progress_callback(fraction)`` with the fraction of the
+                call's work done (0 to 1), tile by tile and stage by stage, weighted by cost: one
+                progress display covers one large image as well as a batch.
 
         Returns:
             :class:`FlowUpPipelineOutput` with ``images`` exactly ``scale`` times the input size and
@@ -278,8 +309,8 @@ class FlowUpPipeline(DiffusionPipeline):
         solver = solver or self.config.default_solver
         if solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
             raise ValueError(f"unknown solver {solver!r}; choose one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
-        if solver in FIXED_STEP_METHODS and (not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"num_inference_steps must be an integer >= 0, got {steps!r}")
         if back_projection_steps is None:
             back_projection_steps = self.config.get("default_back_projection_steps", 0)
         if not isinstance(back_projection_steps, int) or back_projection_steps < 0:
@@ -288,13 +319,21 @@ class FlowUpPipeline(DiffusionPipeline):
         networks = self.networks()
         items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size, networks)
         generators = _per_image_generators(generator, len(items))
-        options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
+        if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail <= 2:
+            raise ValueError(f"detail must be a number in [0, 2], got {detail!r}")
+        options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap, detail=float(detail),
                        codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps,
                        networks=networks)  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
         same_size = len({tuple(i.rgb.shape) for i in items}) == 1
         groups = [list(range(len(items)))] if same_size else [[i] for i in range(len(items))]
+        nfe_guess = 0 if steps == 0 else (steps * nfe_per_step(solver) if solver in FIXED_STEP_METHODS else 36)
+        total_work = sum(
+            _WorkProgress.stage_weight(items[i].rgb[0].numel() * 4 ** (stage + 1), nfe_guess, back_projection_steps)
+            for group in groups for i in group for stage in range(stages)
+        )  # fmt: skip
+        progress = _WorkProgress(progress_callback, total_work)
         results: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(items)  # type: ignore[list-item]
         nfe_total = 0
         for group in groups:
@@ -305,7 +344,9 @@ class FlowUpPipeline(DiffusionPipeline):
             gens = [generators[i] for i in group]
             group_nfe, latent = 0, None
             for stage in range(stages):
-                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **options)
+                pixels = sum(items[i].rgb[0].numel() for i in group) * 4 ** (stage + 1)
+                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **options,
+                                                    progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
             nfe_total = max(nfe_total, group_nfe)  # adaptive solvers: the most any image needed
             for k, i in enumerate(group):
@@ -329,20 +370,61 @@ class FlowUpPipeline(DiffusionPipeline):
         codec_tile_size: int | None,
         back_projection_steps: int,
         networks: Networks,
+        progress: _WorkProgress | None = None,
+        out_pixels: float = 0.0,
+        nfe_guess: int = 1,
+        detail: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE."""
+        """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE.
+        ``progress``: the call's :class:`_WorkProgress`, this stage being ``out_pixels`` of it."""
+        progress = progress or _WorkProgress(None, 1.0)
         device, flow, codec = self._execution_device, self.flow, self.codec
         out_h, out_w = 2 * rgb.shape[-2], 2 * rgb.shape[-1]
         multiple = codec.downscale * flow.size_multiple
         if source_latent is None:
             x_up = _pad_to_multiple(upsample(rgb.to(device, torch.float32), 2), multiple)
-            cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size, networks.encoder)
+            cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size, networks.encoder,
+                                on_progress=progress.part(out_pixels * _WorkProgress.ENCODE))  # fmt: skip
             del x_up
         else:  # latent-space bilinear source (first stage only)
+            progress.part(out_pixels * _WorkProgress.ENCODE)
             cond = F.interpolate(source_latent.to(device, torch.float32), scale_factor=2, mode="bilinear")
             cond = _pad_to_multiple(cond, flow.size_multiple)
         cond = cond.to(flow.dtype)
+        if steps == 0:  # no flow: decode the source itself (the PSU baseline, through the same path)
+            latent, nfe = cond.float(), 0
+        else:
+            latent, nfe = self._integrate(cond, generators, steps, solver, tile_size, tile_overlap, networks,
+                                          progress, out_pixels, nfe_guess)  # fmt: skip
+            if detail != 1.0:  # keep a fraction of what the flow added to its clean source
+                latent = torch.lerp(cond.float(), latent, detail)
+        del cond
+        decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size, networks.decoder,
+                               on_progress=progress.part(out_pixels * _WorkProgress.DECODE))  # fmt: skip
+        images = decoded[..., :out_h, :out_w].float()
+        del decoded
+        finished = progress.part(out_pixels * _WorkProgress.BACK_PROJECTION if back_projection_steps else 0.0)
+        images = back_project(images, rgb.to(images), back_projection_steps)
+        if finished is not None:
+            finished(1.0)
+        latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]
+        return images, latent, nfe
 
+    def _integrate(
+        self,
+        cond: torch.Tensor,
+        generators: list[torch.Generator | None],
+        steps: int,
+        solver: str,
+        tile_size: int | None,
+        tile_overlap: int | None,
+        networks: Networks,
+        progress: _WorkProgress,
+        out_pixels: float,
+        nfe_guess: int,
+    ) -> tuple[torch.Tensor, int]:
+        """Noise the source latent ``cond`` ``(N, C, h, w)`` and integrate the flow: ``(x1, NFE)``."""
+        device, flow = self._execution_device, self.flow
         noise = torch.cat(
             [randn_tensor((1, *cond.shape[1:]), generator=g, device=device, dtype=torch.float32) for g in generators]
         )
@@ -350,21 +432,18 @@ class FlowUpPipeline(DiffusionPipeline):
         del noise
         tile = auto_flow_tile_size(flow, cond.shape[0], flow.dtype) if tile_size is None else tile_size
 
+        evaluation = [progress.part(out_pixels * _WorkProgress.FLOW_PER_NFE) for _ in range(nfe_guess)]
+
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = tiled_velocity(flow, x.to(flow.dtype), t.to(flow.dtype), cond, tile, tile_overlap, networks.velocity)
+            report = evaluation.pop(0) if len(evaluation) > 1 else (evaluation[0] if evaluation else None)
+            v = tiled_velocity(flow, x.to(flow.dtype), t.to(flow.dtype), cond, tile, tile_overlap, networks.velocity,
+                               on_progress=report)  # fmt: skip
             return v.float()
 
         total = steps * nfe_per_step(solver) if solver in FIXED_STEP_METHODS else None
         with self.progress_bar(total=total) as bar:
             result = sample(velocity, x0, num_steps=steps, method=solver, on_evaluation=lambda n, t: bar.update())
-        del x0, cond
-        latent = result.x1
-        decoded = decode_tiled(codec, latent.to(codec.dtype), codec_tile_size, networks.decoder)
-        images = decoded[..., :out_h, :out_w].float()
-        del decoded
-        images = back_project(images, rgb.to(images), back_projection_steps)
-        latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]
-        return images, latent, result.nfe
+        return result.x1, result.nfe
 
     # ----------------------------------------------------------------------------------------
     # input / output
@@ -428,7 +507,7 @@ class FlowUpPipeline(DiffusionPipeline):
         return np.stack(arrays) if same_size else arrays
 
     # ----------------------------------------------------------------------------------------
-    # saving and loading
+    # saving and loading (flowup.model_folder)
 
     def save_pretrained(
         self,
@@ -440,39 +519,12 @@ class FlowUpPipeline(DiffusionPipeline):
         """Save to a folder: ``model_index.json`` + ``flow/`` (+ ``codec/``), safetensors weights.
 
         ``save_codec=None`` (default): the codec is left out when it is the standard TAEF2 (same
-        weights as :func:`flowup.load_codec` ``("taef2")`` finds), and recorded as
+        weights as :func:`flowup.load_codec` ``("taef2")`` loads), and recorded as
         ``codec_spec="taef2"`` so that :meth:`from_pretrained` rebuilds it. ``save_codec=False``
         requires a ``codec_spec`` in the config. ``torch_dtype`` (e.g. ``torch.float16``) saves
         the weights in that dtype without changing this pipeline.
         """
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        codec_spec = self.config.codec_spec
-        if save_codec is None:
-            save_codec = not _is_standard_taef2(self.codec)
-            codec_spec = codec_spec if save_codec else "taef2"
-        elif not save_codec and codec_spec is None:
-            if not _is_standard_taef2(self.codec):
-                raise ValueError("save_codec=False needs a codec_spec in the config to rebuild the codec from")
-            codec_spec = "taef2"
-
-        def prepared(module: torch.nn.Module) -> torch.nn.Module:
-            return _cast(copy.deepcopy(module), torch_dtype) if torch_dtype is not None else module
-
-        prepared(self.flow).save_pretrained(folder / "flow", safe_serialization=True, **kwargs)
-        index = dict(self.config)
-        for key in ("_name_or_path", "_module"):
-            index.pop(key, None)
-        index["_class_name"] = type(self).__name__
-        index["_diffusers_version"] = diffusers.__version__
-        index["codec_spec"] = codec_spec
-        index["flow"] = list(_library_and_class(self.flow))
-        if save_codec:
-            prepared(self.codec).save_pretrained(folder / "codec", safe_serialization=True, **kwargs)
-            index["codec"] = list(_library_and_class(self.codec))
-        else:
-            index["codec"] = [None, None]
-        (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        save_model_folder(self, save_directory, save_codec=save_codec, torch_dtype=torch_dtype, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -488,39 +540,12 @@ class FlowUpPipeline(DiffusionPipeline):
         ``codec``: use this codec instead of the saved one / the one ``codec_spec`` names.
         ``torch_dtype``: cast the weights (default: float32). ``runtime``: see :meth:`set_runtime`
         (default ``"auto"``: on a CPU in float32 the fastest engine that applies, torch elsewhere).
+        The config in ``model_index.json`` is checked before any weights are read.
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        folder = Path(pretrained_model_name_or_path).expanduser()
-        if not folder.is_dir():
-            if folder.exists() or str(pretrained_model_name_or_path).count("/") != 1:
-                raise ModelNotFoundError(f"{pretrained_model_name_or_path}: not a model folder (no such directory)")
-            try:
-                folder = Path(DiffusionPipeline.download(str(pretrained_model_name_or_path), **kwargs))
-            except Exception as err:  # noqa: BLE001 - one clear line for any hub failure
-                raise ModelNotFoundError(
-                    f"{pretrained_model_name_or_path}: no such folder, and downloading it failed "
-                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                ) from None
-        index_path = folder / "model_index.json"
-        if not index_path.is_file():
-            raise ModelNotFoundError(f"{folder}: not a flowup model folder (no model_index.json)")
-        index = json.loads(index_path.read_text())
-        flow = _load_component(folder, "flow", index.get("flow"), torch_dtype)
-        if codec is None:
-            library, class_name = index.get("codec") or (None, None)
-            if library is not None and (folder / "codec").is_dir():
-                codec = _load_component(folder, "codec", (library, class_name), torch_dtype)
-            elif index.get("codec_spec"):
-                codec = load_codec(index["codec_spec"])
-            else:
-                raise ModelNotFoundError(f"{folder}: no codec/ folder and no codec_spec in model_index.json")
-        if torch_dtype is not None:
-            codec = _cast(codec, torch_dtype)
-        params = {k: index[k] for k in ("noise_alpha", "scale_factor", "default_num_inference_steps",
-                                        "default_solver", "codec_spec", "default_back_projection_steps")
-                  if k in index}  # fmt: skip
-        pipe = cls(flow=flow.eval(), codec=codec.eval(), **params)
+        folder, params, flow, codec = load_model_folder(pretrained_model_name_or_path, codec, torch_dtype, **kwargs)
+        pipe = cls(flow=flow, codec=codec, **params)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe.set_runtime(runtime)
 
@@ -569,54 +594,3 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
         pad_h, pad_w = pad_h - step_h, pad_w - step_w
     return x
-
-
-def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast weights to ``dtype`` (plain ``nn.Module.to``: diffusers' override only adds a spurious
-    "modules that should be kept in float32: []" warning here)."""
-    return torch.nn.Module.to(module, dtype=dtype)
-
-
-def _library_and_class(module: torch.nn.Module) -> tuple[str, str]:
-    """``("flowup", "FlowUNet")``-style entry for ``model_index.json``."""
-    return type(module).__module__.split(".")[0], type(module).__name__
-
-
-def _load_component(folder: Path, name: str, entry: Any, torch_dtype: torch.dtype | None) -> torch.nn.Module:
-    if not entry or entry[0] is None:
-        raise ModelNotFoundError(f"{folder}: model_index.json has no {name!r} component")
-    library, class_name = entry
-    if library == "diffusers" or library == "flowup":
-        klass = getattr(importlib.import_module(library), class_name, None)
-    else:
-        raise ValueError(f"{folder}: refusing to import component {name!r} from library {library!r}")
-    if klass is None:
-        raise ValueError(f"{folder}: {library} has no class {class_name!r} (component {name!r})")
-    if not (folder / name).is_dir():
-        raise ModelNotFoundError(f"{folder}: missing the {name}/ folder")
-    options: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    if importlib.util.find_spec("accelerate") is None:
-        options["low_cpu_mem_usage"] = False  # the default would only warn that accelerate is missing
-    module = klass.from_pretrained(folder / name, **options)
-    return module.eval().requires_grad_(False)
-
-
-def _is_standard_taef2(codec: torch.nn.Module) -> bool:
-    """True when ``codec`` is a TAEF2Codec holding the standard weights found locally (no download)."""
-    if type(codec) is not TAEF2Codec:
-        return False
-    from flowup.weights import WeightsNotFoundError, find_taef2_weights
-
-    try:
-        folder = find_taef2_weights(download=False)
-    except WeightsNotFoundError:
-        return False
-    for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
-        reference = torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
-        state = module.state_dict()
-        if reference.keys() != state.keys():
-            return False
-        for key, value in reference.items():
-            if not torch.equal(state[key].detach().cpu(), value.to(state[key].dtype)):
-                return False
-    return True

@@ -5,6 +5,7 @@ Any diffusers text-to-image pipeline whose ``__call__`` takes ``prompt``, ``heig
 ``generator`` and ``output_type`` works (Stable Diffusion 1.x / 2.x, LCM and LCM-LoRA, SDXL,
 SD3, FLUX family ...)::
 
+    import torch
     from diffusers import DiffusionPipeline
     from flowup import BoostedTextToImage, FlowUpPipeline
 
@@ -12,6 +13,10 @@ SD3, FLUX family ...)::
     pipe = BoostedTextToImage(base, FlowUpPipeline.from_pretrained("path/to/flowup-model").to("cuda"))
     out = pipe("a cat on a sofa", base_size=512, scale=2, generator=torch.Generator("cuda").manual_seed(0))
     out.images[0].save("cat_1024.png"); out.base_images[0].save("cat_512.png"); print(out.timings)
+
+This class is the one way to run the chain: ``pipe(prompt, ...)`` runs :meth:`BoostedTextToImage.generate_base`
+then :meth:`BoostedTextToImage.upscale`, which ``flowup generate`` calls separately (so that
+``--offload`` releases the base model once per run); one seeded generator per image drives both.
 
 Two ways to hand the base result to flowup (``upsample_in``):
 
@@ -45,7 +50,6 @@ __all__ = [
     "BaseStageOutput",
     "StageTimings",
     "NotTextToImageError",
-    "boost",
     "is_text_to_image_pipeline",
     "shares_codec",
     "decode_base_latents",
@@ -450,12 +454,7 @@ class BoostedTextToImage:
             out = self.upscaler(**call)
         _synchronize(device)
         elapsed = time.perf_counter() - start
-        reported = getattr(out, "timings", None)
-        if isinstance(reported, dict) and "decode" in reported:
-            timings.decode = float(reported["decode"])
-            timings.flow = elapsed - timings.decode
-        else:
-            timings.flow = elapsed
+        timings.flow = elapsed  # the flowup call: encode, flow, decode and back-projection
         images = out.images
         base_images = base.images
         if output_type == "pil":
@@ -556,23 +555,3 @@ def _images_to_tensor(output: Any) -> torch.Tensor:
         return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     raise TypeError(f"unexpected base pipeline output of type {type(output).__name__}")
 
-
-def boost(
-    base: Any,
-    upscaler: Any,
-    prompt: str | list[str],
-    negative_prompt: str | list[str] | None = None,
-    base_size: int | Sequence[int] = 512,
-    scale: int = 2,
-    generator: torch.Generator | list[torch.Generator] | None = None,
-    upsample_in: UpsampleIn = "pixels",
-    offload: bool = False,
-    **kwargs: Any,
-) -> BoostOutput:
-    """One call: ``boost(base, flowup_pipe, "a cat", base_size=512, scale=2)`` -> :class:`BoostOutput`.
-
-    Remaining ``kwargs`` go to :meth:`BoostedTextToImage.__call__` (``num_inference_steps``,
-    ``guidance_scale``, ``flow_steps``, ``solver``, ``output_type`` ...) and from there to the base.
-    """
-    chain = BoostedTextToImage(base, upscaler, upsample_in=upsample_in, offload=offload)
-    return chain(prompt, negative_prompt=negative_prompt, base_size=base_size, scale=scale, generator=generator, **kwargs)

@@ -158,6 +158,7 @@ def tiled_map(
     unit_out: int = 1,
     multiple: int = 1,
     extra: tuple[torch.Tensor, ...] = (),
+    on_progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Evaluate ``fn`` window by window over the grid of ``x`` and blend the results.
 
@@ -165,13 +166,17 @@ def tiled_map(
       as ``x``, cut into the same windows and passed as further arguments to ``fn``;
     - ``fn(window, *extra_windows)`` returns ``(N, C', w_h * unit_out, w_w * unit_out)``;
     - ``tile`` / ``overlap`` / ``radius`` / ``multiple`` are in grid pixels. ``tile <= 0`` or a tile
-      covering the whole grid calls ``fn`` once, untiled.
+      covering the whole grid calls ``fn`` once, untiled;
+    - ``on_progress(fraction)`` is called after each window with the fraction of windows done.
 
     Returns ``(N, C', g_h * unit_out, g_w * unit_out)`` in ``fn``'s dtype (accumulated in float32).
     """
     grid_h, grid_w = x.shape[-2] // unit_in, x.shape[-1] // unit_in
     if tile <= 0 or (tile >= grid_h and tile >= grid_w):
-        return fn(x, *extra)
+        y = fn(x, *extra)
+        if on_progress is not None:
+            on_progress(1.0)
+        return y
     tile = max(multiple, tile // multiple * multiple)
     overlap = min(math.ceil(overlap / multiple) * multiple, tile - multiple)
     tile_h, tile_w = fit_tile(grid_h, tile, overlap, multiple), fit_tile(grid_w, tile, overlap, multiple)
@@ -183,6 +188,7 @@ def tiled_map(
 
     out: torch.Tensor | None = None
     total = torch.zeros(grid_h, grid_w, dtype=torch.float64)  # > 1 where three or more windows meet
+    windows, done = len(starts_h) * len(starts_w), 0
     for sy, wy in zip(starts_h, weights_h):
         for sx, wx in zip(starts_w, weights_w):
             window = (..., slice(sy * unit_in, (sy + size_h) * unit_in), slice(sx * unit_in, (sx + size_w) * unit_in))
@@ -201,6 +207,9 @@ def tiled_map(
             target = (..., rows, slice(sx * unit_out, (sx + size_w) * unit_out))
             out[target] += y.float() * weight
             del y
+            done += 1
+            if on_progress is not None:
+                on_progress(done / windows)
     scale = (1.0 / total).float().to(out.device)
     if unit_out > 1:
         scale = scale.repeat_interleave(unit_out, 0).repeat_interleave(unit_out, 1)
@@ -270,17 +279,21 @@ def tiled_velocity(
     tile: int,
     overlap: int | None = None,
     forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Velocity ``flow(x, t, cond)`` of latents ``(N, C, h, w)`` evaluated window by window.
 
     ``tile`` in latent pixels (``<= 0``: untiled); ``overlap`` defaults to
     :func:`default_flow_overlap`. ``h`` and ``w`` must be multiples of ``flow.size_multiple``.
     ``forward``: what computes the velocity (default ``flow`` itself; e.g. an ONNX Runtime session
-    of it); ``flow`` still gives the geometry.
+    of it); ``flow`` still gives the geometry. ``on_progress(fraction)``: after each window.
     """
     forward = flow if forward is None else forward
     if tile <= 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
-        return forward(x, t, cond)
+        v = forward(x, t, cond)
+        if on_progress is not None:
+            on_progress(1.0)
+        return v
     if overlap is None:
         overlap = default_flow_overlap(flow, tile)
     return tiled_map(
@@ -291,6 +304,7 @@ def tiled_velocity(
         radius=flow_receptive_radius(flow),
         multiple=flow.size_multiple,
         extra=(cond,),
+        on_progress=on_progress,
     )
 
 
@@ -303,7 +317,11 @@ def _grid_tile(tile: int | None, default: int = DEFAULT_CODEC_TILE) -> int:
 
 
 def encode_tiled(
-    codec: nn.Module, images: torch.Tensor, tile: int | None = None, stages: CodecStages | None = None
+    codec: nn.Module,
+    images: torch.Tensor,
+    tile: int | None = None,
+    stages: CodecStages | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """``codec.encode`` of ``(N, 3, H, W)`` images, tiled in windows of ``tile`` latent pixels.
 
@@ -311,6 +329,7 @@ def encode_tiled(
     split to run (default ``codec.encoder_stages()``; an ONNX Runtime engine passes its own): its
     local part is tiled with an overlap of twice its receptive radius plus a blending ramp, exact.
     A codec without stages is tiled whole, blended (close to, not equal to, the untiled result).
+    ``on_progress(fraction)``: after each tile.
     """
     down = codec.downscale
     tile = _grid_tile(tile)
@@ -319,22 +338,28 @@ def encode_tiled(
     untiled = tile <= 0 or (tile >= grid_h and tile >= grid_w)
     if stages is None:
         if untiled:
-            return codec.encode(images)
+            return _reported(codec.encode(images), on_progress)
         radius = math.ceil(codec.encoder_receptive_radius / down)
         overlap = 2 * radius + MIN_RAMP
-        return tiled_map(codec.encode, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down)
+        return tiled_map(codec.encode, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down,
+                         on_progress=on_progress)  # fmt: skip
     _check_images(images, down)
     images = images.to(codec.dtype)
     if untiled:
-        return stages.image_wide(stages.local(images))
+        return _reported(stages.image_wide(stages.local(images)), on_progress)
     radius = math.ceil(stages.local_radius / down)
     overlap = 2 * radius + MIN_RAMP
-    features = tiled_map(stages.local, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down)
+    features = tiled_map(stages.local, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down,
+                         on_progress=on_progress)  # fmt: skip
     return stages.image_wide(features)
 
 
 def decode_tiled(
-    codec: nn.Module, latents: torch.Tensor, tile: int | None = None, stages: CodecStages | None = None
+    codec: nn.Module,
+    latents: torch.Tensor,
+    tile: int | None = None,
+    stages: CodecStages | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """``codec.decode`` of ``(N, C, h, w)`` latents, tiled in windows of ``tile`` latent pixels.
 
@@ -347,13 +372,21 @@ def decode_tiled(
     untiled = tile <= 0 or (tile >= latents.shape[-2] and tile >= latents.shape[-1])
     if stages is None:
         if untiled:
-            return codec.decode(latents)
+            return _reported(codec.decode(latents), on_progress)
         radius = codec.decoder_receptive_radius
         overlap = 2 * radius + MIN_RAMP
-        return tiled_map(codec.decode, latents, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up)
+        return tiled_map(codec.decode, latents, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up,
+                         on_progress=on_progress)  # fmt: skip
     features = stages.image_wide(latents.to(codec.dtype))
     if untiled:
-        return stages.local(features)
+        return _reported(stages.local(features), on_progress)
     radius = math.ceil(stages.local_radius)
     overlap = 2 * radius + MIN_RAMP
-    return tiled_map(stages.local, features, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up)
+    return tiled_map(stages.local, features, max(tile, overlap + MIN_RAMP), overlap, radius, unit_out=up,
+                     on_progress=on_progress)  # fmt: skip
+
+
+def _reported(result: torch.Tensor, on_progress: Callable[[float], None] | None) -> torch.Tensor:
+    if on_progress is not None:
+        on_progress(1.0)
+    return result

@@ -77,14 +77,14 @@ def test_zero_byte_missing_and_unsupported_files(tmp_path, capsys, tiny_pipeline
 
 
 def test_absurdly_large_input(tmp_path, capsys, tiny_pipeline_dir, monkeypatch):
-    monkeypatch.setattr("flowup.cli.MAX_OUTPUT_PIXELS", 400)
+    monkeypatch.setattr("flowup.cli.upscale.MAX_OUTPUT_PIXELS", 400)
     big = _write_png(tmp_path / "big.png", 20, 20)
     code, _, err = _run(capsys, str(big), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir))
     assert code == 1 and "too large" in _error_lines(err)[0]
 
 
 def test_missing_model_says_to_pass_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("flowup.pipeline.DEFAULT_MODEL_DIR", tmp_path / "no-model-here")
+    monkeypatch.setattr("flowup.model_folder.DEFAULT_MODEL_DIR", tmp_path / "no-model-here")
     good = _write_png(tmp_path / "good.png")
     code, _, err = _run(capsys, str(good), "-o", str(tmp_path / "out"))
     assert code == 2
@@ -271,3 +271,170 @@ def test_runtime_onnx_refused_where_it_cannot_run(tmp_path, capsys, tiny_pipelin
     errors = _error_lines(err)
     assert len(errors) == 1 and "--runtime onnx" in errors[0] and "float32" in errors[0]
     assert not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------------------------------------ hardening (issue 14)
+
+
+def test_symlink_loops_are_one_line_errors_and_the_batch_goes_on(tmp_path, capsys, tiny_pipeline_dir):
+    good = _write_png(tmp_path / "in" / "good.png")
+    os.symlink(tmp_path / "loop_b.png", tmp_path / "loop_a.png")
+    os.symlink(tmp_path / "loop_a.png", tmp_path / "loop_b.png")
+    os.symlink(tmp_path / "in" / "loop2.png", tmp_path / "in" / "loop2.png")  # a loop inside the folder
+    os.symlink(tmp_path / "missing.png", tmp_path / "in" / "dangling.png")
+    code, out, err = _run(capsys, str(tmp_path / "loop_a.png"), str(tmp_path / "in"), str(tmp_path / "loop*.png"),
+                          "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir))  # fmt: skip
+    assert code == 1
+    errors = _error_lines(err)
+    assert "Traceback" not in err
+    assert any("loop_a.png" in e and "symlink loop" in e for e in errors)
+    assert any("loop2.png" in e and "symlink loop" in e for e in errors)
+    assert any("dangling.png" in e and "broken symlink" in e for e in errors)
+    assert any("loop_b.png" in e for e in errors)  # the glob reports it, not "no files match"
+    assert os.listdir(tmp_path / "out") == ["good_x2.png"] and good.exists()
+
+
+@pytest.mark.parametrize("case", ["file-as-folder", "under-a-file", "gif", "unwritable"])
+def test_output_location_is_checked_once_before_any_work(tmp_path, capsys, tiny_pipeline_dir, monkeypatch, case):
+    inputs = [str(_write_png(tmp_path / "a.png")), str(_write_png(tmp_path / "b.png", seed=1))]
+    (tmp_path / "a_file").write_text("x")
+    out = {"file-as-folder": tmp_path / "a_file", "under-a-file": tmp_path / "a_file" / "sub",
+           "gif": tmp_path / "x.gif", "unwritable": tmp_path / "locked"}[case]  # fmt: skip
+    if case == "gif":
+        inputs = inputs[:1]
+    if case == "unwritable":
+        if os.geteuid() == 0:  # root writes anywhere: make the write probe fail instead
+            import tempfile
+
+            def refuse(*args, **kwargs):
+                raise PermissionError(13, "Permission denied")
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        out.mkdir()
+        out.chmod(0o500)
+    calls = []
+    monkeypatch.setattr("flowup.pipeline.FlowUpPipeline.__call__", lambda *a, **k: calls.append(1))
+    code, _, err = _run(capsys, *inputs, "-o", str(out), "--model", str(tiny_pipeline_dir))
+    assert code == 2 and not calls
+    errors = _error_lines(err)
+    assert len(errors) == 1 and "-o" in errors[0]
+    assert {"gif": ".gif", "unwritable": "cannot write", "file-as-folder": "not a folder",
+            "under-a-file": "not a folder"}[case] in errors[0]  # fmt: skip
+
+
+def test_same_stem_inputs_are_named_apart(tmp_path, capsys, tiny_pipeline_dir):
+    _write_png(tmp_path / "in" / "a.png")
+    PIL.Image.new("RGB", (10, 6), "red").save(tmp_path / "in" / "a.jpg")
+    PIL.Image.new("RGB", (10, 6), "blue").save(tmp_path / "in" / "b.jpg")
+    code, _, err = _run(capsys, str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir))
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "out")) == ["a_jpg_x2.png", "a_png_x2.png", "b_x2.png"]
+    # the same name in two folders cannot be told apart: both fail up front, naming each other
+    _write_png(tmp_path / "other" / "b.jpg")
+    code, _, err = _run(capsys, str(tmp_path / "in" / "b.jpg"), str(tmp_path / "other" / "b.jpg"),
+                        "-o", str(tmp_path / "out2"), "--model", str(tiny_pipeline_dir))  # fmt: skip
+    errors = _error_lines(err)
+    assert code == 1 and len(errors) == 2 and all("in/b.jpg" in e and "other/b.jpg" in e for e in errors)
+
+
+def test_stale_temp_files_of_dead_runs_are_removed(tmp_path, capsys, tiny_pipeline_dir):
+    import socket
+
+    from flowup.image_io import TEMP_SUFFIX
+
+    out = tmp_path / "out"
+    out.mkdir()
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".a_x2.png.flowup-{host}-{int(dead.stdout)}-abc123{TEMP_SUFFIX}"
+    live = out / f".b_x2.png.flowup-{host}-{os.getpid()}-def456{TEMP_SUFFIX}"
+    other_host = out / f".c_x2.png.flowup-someotherhost-1-ghi789{TEMP_SUFFIX}"
+    unrelated = out / ".notes.tmp"
+    for path in (stale, live, other_host, unrelated):
+        path.write_bytes(b"partial")
+    code, _, err = _run(capsys, str(_write_png(tmp_path / "a.png")), "-o", str(out), "--model", str(tiny_pipeline_dir))
+    assert code == 0, err
+    assert not stale.exists() and live.exists() and other_host.exists() and unrelated.exists()
+
+
+def test_sigterm_removes_the_temporary_file_and_exits_130(tmp_path, tiny_pipeline_dir):
+    """A run stopped by SIGTERM while writing cleans up as Ctrl-C does: no .tmp file is left."""
+    import signal
+    import time
+
+    source = _write_png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    probe = (
+        "import os, signal, sys, time, PIL.Image\n"
+        "from flowup.cli import main\n"
+        "original = PIL.Image.Image.save\n"
+        "def slow_save(self, fp, *a, **k):\n"
+        "    fp.write(b'partial'); fp.flush(); print('WRITING', flush=True); time.sleep(60)\n"
+        "PIL.Image.Image.save = slow_save\n"
+        f"sys.exit(main(['upscale', {str(source)!r}, '-o', {str(out)!r}, '--model', {str(tiny_pipeline_dir)!r}, '-q']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "WRITING"
+        assert [p.name for p in out.iterdir()], "the temporary file exists while writing"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()
+    time.sleep(0.1)
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--seed", "-1"], "--seed"), (["--seed", str(2**64)], "--seed"), (["--quality", "0"], "--quality"),
+     (["--quality", "101"], "--quality"), (["--suffix", "a/b"], "--suffix"), (["--steps", "x"], "--steps")],
+)  # fmt: skip
+def test_bad_flags_are_refused_at_parse_time(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as info:
+        main(["upscale", "x.png", "-o", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and not (tmp_path / "out").exists()
+
+
+def test_float16_on_cpu_is_refused_with_advice(tmp_path, capsys, tiny_pipeline_dir):
+    code, _, err = _run(capsys, str(_write_png(tmp_path / "a.png")), "-o", str(tmp_path / "out"),
+                        "--model", str(tiny_pipeline_dir), "--device", "cpu", "--dtype", "float16")  # fmt: skip
+    errors = _error_lines(err)
+    assert code == 2 and len(errors) == 1 and "bfloat16" in errors[0]
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_normal_run_prints_no_library_warnings(tmp_path, tiny_pipeline_dir):
+    source = _write_png(tmp_path / "a.png")
+    result = subprocess.run([sys.executable, "-m", "flowup", "upscale", str(source), "-o",
+                             str(tmp_path / "out"), "--model", str(tiny_pipeline_dir), "-q"],
+                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_one_progress_bar_moves_within_a_single_large_image(tmp_path, capsys, tiny_pipeline_dir, monkeypatch):
+    """The bar counts output megapixels and the pipeline reports tiles and stages into it."""
+    import tqdm
+
+    updates: list[float] = []
+    original = tqdm.tqdm.update
+
+    def spy(self, n=1):
+        if getattr(self, "unit", None) == "MP":  # the CLI's bar (the pipeline's own per-step bar is disabled but counts)
+            updates.append(n)
+        return original(self, n)
+
+    monkeypatch.setattr(tqdm.tqdm, "update", spy)
+    source = _write_png(tmp_path / "big.png", 48, 40)
+    code, _, err = _run(capsys, str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir),
+                        "--tile", "4", "--scale", "4")  # fmt: skip
+    assert code == 0, err
+    positive = [n for n in updates if n > 0]
+    assert len(positive) > 10  # many steps within the one image
+    assert sum(updates) == pytest.approx(48 * 40 * 16 / 1e6, rel=1e-6)
+    assert "MP" in err

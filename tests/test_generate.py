@@ -19,7 +19,6 @@ from PIL import Image
 from flowup.text_to_image import (
     BoostedTextToImage,
     NotTextToImageError,
-    boost,
     decode_base_latents,
     is_text_to_image_pipeline,
     shares_codec,
@@ -154,7 +153,7 @@ def test_tiny_sd_is_a_text_to_image_pipeline(tiny_sd, tiny_pipeline):
 
 
 def test_boost_pixels_path_sizes_and_timings(tiny_sd, tiny_pipeline):
-    out = boost(tiny_sd, tiny_pipeline, "a cat", base_size=BASE_SIZE, scale=2, generator=_gen(0),
+    out = BoostedTextToImage(tiny_sd, tiny_pipeline)("a cat", base_size=BASE_SIZE, scale=2, generator=_gen(0),
                 num_inference_steps=BASE_STEPS, output_type="pt")
     assert out.base_images.shape == (1, 3, BASE_SIZE, BASE_SIZE)
     assert out.images.shape == (1, 3, 2 * BASE_SIZE, 2 * BASE_SIZE)
@@ -173,15 +172,17 @@ def test_boost_passes_back_projection_to_flowup(tiny_sd, tiny_pipeline):
     kwargs = dict(base_size=BASE_SIZE, scale=2, num_inference_steps=BASE_STEPS, output_type="pt")
     errors = {}
     for steps in (0, 5):
-        out = boost(tiny_sd, tiny_pipeline, "a cat", generator=_gen(0), back_projection_steps=steps, **kwargs)
+        out = BoostedTextToImage(tiny_sd, tiny_pipeline)("a cat", generator=_gen(0), back_projection_steps=steps, **kwargs)
         errors[steps] = low_res_error(out.images, out.base_images).abs().mean().item()
     assert errors[5] < 0.5 * errors[0]
 
 
 def test_cli_rejects_negative_back_projection(tiny_sd_dir, tiny_pipeline_dir, tmp_path, capsys):
     args = _cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat", "--back-projection", "-1")
-    assert _cli(args) != 0
-    assert "--back-projection must be 0 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # refused when parsed, before any model loads
+        _cli(args)
+    assert info.value.code == 2
+    assert "--back-projection: must be 0 or more" in capsys.readouterr().err
 
 
 def test_base_images_are_the_base_pipelines_own(tiny_sd, tiny_pipeline):
@@ -231,7 +232,7 @@ def test_prompts_negative_prompt_and_base_kwargs_pass_through(tiny_sd, tiny_pipe
 
 
 def test_pil_output_and_non_square_base(tiny_sd, tiny_pipeline):
-    out = boost(tiny_sd, tiny_pipeline, "a cat", base_size=(32, 48), scale=2, generator=_gen(0),
+    out = BoostedTextToImage(tiny_sd, tiny_pipeline)("a cat", base_size=(32, 48), scale=2, generator=_gen(0),
                 num_inference_steps=BASE_STEPS)
     assert isinstance(out.images[0], Image.Image) and out.images[0].size == (96, 64)
     assert out.base_images[0].size == (48, 32)
@@ -291,9 +292,9 @@ def test_offload_moves_the_base_off_and_back(tiny_sd, tiny_pipeline):
 
 
 def _cli(argv: list[str]) -> int:
-    from flowup.generate_cli import main
+    from flowup.cli import main
 
-    return main(argv)
+    return main(["generate", *argv])
 
 
 def _cli_args(base: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -313,6 +314,20 @@ def test_cli_writes_boosted_and_base_images(tiny_sd_dir, tiny_pipeline_dir, tmp_
     summary = capsys.readouterr().out
     assert "32x32 -> 64x64" in summary and "base" in summary and "flow" in summary
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_cli_and_python_api_share_one_seed_contract(tiny_sd, tiny_sd_dir, tiny_pipeline_dir, tmp_path):
+    """Image i of ``flowup generate --seed S`` equals the Python chain with one generator seeded S + i."""
+    from flowup import FlowUpPipeline
+
+    out = tmp_path / "out"
+    assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, out, "--prompt", "a cat", "--num-images", "2",
+                          "--seed", "5")) == 0  # fmt: skip
+    chain = BoostedTextToImage(tiny_sd, FlowUpPipeline.from_pretrained(tiny_pipeline_dir))  # as the CLI loads it
+    for index in (0, 1):
+        api = chain("a cat", base_size=BASE_SIZE, scale=2, num_inference_steps=BASE_STEPS, generator=_gen(5 + index))
+        cli = np.asarray(Image.open(out / f"{index:04d}_a-cat.png"), dtype=np.int16)
+        assert np.abs(cli - np.asarray(api.images[0], dtype=np.int16)).max() <= 1
 
 
 def test_cli_prompts_file_seeds_and_no_save_base(tiny_sd_dir, tiny_pipeline_dir, tmp_path):
@@ -367,7 +382,7 @@ def test_cli_base_model_errors_are_one_line(make_base, message, tiny_pipeline_di
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     base = make_base(tmp_path, tiny_pipeline_dir)
-    assert _cli(_cli_args(Path(base), tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat")) == 1
+    assert _cli(_cli_args(Path(base), tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat")) == 2  # usage
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("flowup generate: error:") and "\n" not in err
 
@@ -379,7 +394,7 @@ def test_cli_missing_weights_is_one_line(tiny_sd_dir, tiny_pipeline_dir, tmp_pat
     shutil.copytree(tiny_sd_dir, broken)
     for weights in (broken / "unet").glob("*.safetensors"):
         weights.unlink()
-    assert _cli(_cli_args(broken, tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat")) == 1
+    assert _cli(_cli_args(broken, tiny_pipeline_dir, tmp_path / "out", "--prompt", "a cat")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowup generate: error: base model") and "cannot load it" in err and "\n" not in err
 
@@ -395,10 +410,10 @@ def test_cli_converts_an_img2img_folder_to_text_to_image(tiny_sd, tiny_pipeline_
 
 
 def test_cli_no_prompt_and_latents_with_other_codec(tiny_sd_dir, tiny_pipeline_dir, tmp_path, capsys):
-    assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out")) == 1
+    assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out")) == 2
     assert "no prompt" in capsys.readouterr().err
     assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, tmp_path / "out", "--prompt", "a", "--upsample-in",
-                          "latents")) == 1
+                          "latents")) == 2
     assert "needs the base VAE to be flowup's codec" in capsys.readouterr().err
 
 
@@ -414,7 +429,7 @@ def test_cli_latents_path_with_the_same_codec(tiny_sd, tiny_sd_dir, tmp_path):
 def test_register_adds_the_generate_subcommand():
     import argparse
 
-    from flowup.generate_cli import register, run
+    from flowup.cli.generate import register, run
 
     parser = argparse.ArgumentParser(prog="flowup")
     register(parser.add_subparsers(dest="command"))

@@ -197,7 +197,7 @@ def test_from_pretrained_errors(tmp_path):
 
 
 def test_default_model_path_names_the_model_option(monkeypatch, tmp_path):
-    monkeypatch.setattr("flowup.pipeline.DEFAULT_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr("flowup.model_folder.DEFAULT_MODEL_DIR", tmp_path / "absent")
     with pytest.raises(ModelNotFoundError, match="--model"):
         default_model_path()
 
@@ -230,7 +230,61 @@ def test_bad_arguments(tiny_pipeline):
     with pytest.raises(ValueError, match="solver"):
         tiny_pipeline(image=image, solver="heun")
     with pytest.raises(ValueError, match="num_inference_steps"):
-        tiny_pipeline(image=image, num_inference_steps=0)
+        tiny_pipeline(image=image, num_inference_steps=-1)
+
+
+def test_zero_steps_is_the_source_without_the_flow(tiny_pipeline):
+    """num_inference_steps=0 decodes the PSU source itself: the codec round trip of the bicubic
+    upsample (no noise, no flow), through the same padding, cropping and back-projection."""
+    from flowup.resample import upsample
+
+    image = _smooth_images(1, 16, 16)
+    codec = tiny_pipeline.codec
+    out = tiny_pipeline(image=image, num_inference_steps=0, back_projection_steps=0, output_type="pt")
+    assert out.nfe == 0
+    with torch.no_grad():
+        expected = codec.decode(codec.encode(upsample(image, 2)))
+    torch.testing.assert_close(out.images, expected, atol=1e-5, rtol=0)
+    with_flow = tiny_pipeline(image=image, num_inference_steps=1, back_projection_steps=0, output_type="pt")
+    assert (with_flow.images - out.images).abs().max() > 1e-3
+
+
+def test_progress_callback_covers_tiles_and_stages(tiny_pipeline):
+    """One large image reports many increasing fractions (tiles of the codec and the flow, both
+    stages of x4) ending at exactly 1."""
+    seen: list[float] = []
+    tiny_pipeline(image=_smooth_images(1, 64, 64), scale=4, num_inference_steps=2, tile_size=4, codec_tile_size=4,
+                  output_type="pt", progress_callback=seen.append)  # fmt: skip
+    assert len(seen) > 20
+    assert all(b >= a - 1e-9 for a, b in zip(seen, seen[1:])), "progress must never go back"
+    assert seen[-1] == pytest.approx(1.0) and 0 < seen[0] < 0.1
+
+
+def test_cpu_offload_is_refused_with_advice(tiny_pipeline):
+    with pytest.raises(NotImplementedError, match="offload the base model"):
+        tiny_pipeline.enable_model_cpu_offload()
+    with pytest.raises(NotImplementedError, match="use .to"):
+        tiny_pipeline.enable_sequential_cpu_offload()
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("noise_alpha", float("nan"), "noise_alpha"), ("noise_alpha", 1.5, "noise_alpha"),
+     ("default_num_inference_steps", -2, "default_num_inference_steps"),
+     ("default_back_projection_steps", -1, "default_back_projection_steps"),
+     ("default_solver", "heun", "unknown solver")],
+)  # fmt: skip
+def test_bad_model_index_is_refused_at_load(tiny_pipeline_dir, tmp_path, key, value, message):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index[key] = value
+    (folder / "model_index.json").write_text(json.dumps(index))  # json writes NaN as NaN
+    (folder / "flow" / "diffusion_pytorch_model.safetensors").unlink()  # checked before any weights are read
+    with pytest.raises(ValueError, match=message):
+        FlowUpPipeline.from_pretrained(folder)
 
 
 def test_pad_to_multiple_reflects_repeatedly():
@@ -244,3 +298,19 @@ def test_pad_to_multiple_reflects_repeatedly():
 def test_pipeline_components_are_registered(tiny_pipeline):
     assert set(tiny_pipeline.components) == {"flow", "codec"}
     assert make_tiny_pipeline().config.noise_alpha == 0.9
+
+
+def test_detail_scales_what_the_flow_adds(tiny_pipeline):
+    """detail=0 is the clean source (as num_inference_steps=0), 1 the default, 0.5 exactly halfway
+    in latent space; out of [0, 2] is refused."""
+    image = _smooth_images(1, 16, 16)
+    kwargs = dict(image=image, num_inference_steps=1, back_projection_steps=0, output_type="latent")
+    full = tiny_pipeline(**kwargs, generator=_gen()).images
+    assert torch.equal(tiny_pipeline(**kwargs, generator=_gen(), detail=1.0).images, full)
+    source = tiny_pipeline(image=image, num_inference_steps=0, back_projection_steps=0, output_type="latent").images
+    torch.testing.assert_close(tiny_pipeline(**kwargs, generator=_gen(), detail=0.0).images, source)
+    half = tiny_pipeline(**kwargs, generator=_gen(), detail=0.5).images
+    torch.testing.assert_close(half, (full + source) / 2, atol=1e-5, rtol=0)
+    for bad in (-0.1, 2.5, float("nan")):
+        with pytest.raises(ValueError, match="detail"):
+            tiny_pipeline(image=image, detail=bad)

@@ -63,3 +63,22 @@ def test_committed_distillation_baselines_load_as_pipelines(name, steps, alpha):
     assert json.loads((folder / "training.json").read_text())["wall_clock_hours"] > 0
     pipe = FlowUpPipeline.from_pretrained(folder)
     assert pipe.config.default_num_inference_steps == steps and pipe.config.noise_alpha == pytest.approx(alpha)
+
+
+def test_shipped_model_expected_slice():
+    """Regression pin of the shipped model (as diffusers' pipeline tests do): a few output pixels of
+    a fixed crop at the defaults, PyTorch float32, seed 0. Changing the model, the codec weights or
+    the inference path moves these values; update them only with a model that is measurably better."""
+    from flowup.image_io import pil_to_tensor
+    from flowup.pipeline import FlowUpPipeline
+
+    pipe = FlowUpPipeline.from_pretrained(default_model_path(), runtime="torch")
+    pipe.set_progress_bar_config(disable=True)
+    crop = Image.open(ROOT / "flowup" / "assets" / "grace_hopper_256.jpg").convert("RGB").crop((96, 64, 160, 128))
+    out = pipe(image=pil_to_tensor(crop).rgb[None], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert out.shape == (1, 3, 128, 128)
+    expected = torch.tensor([0.7956, 0.9504, 0.8939, 0.7558, 0.8637, 0.9090, 0.7660, 0.7275, 0.7645,
+                             0.4718, 0.6285, 0.5651, 0.4342, 0.5496, 0.5837, 0.4377, 0.4081, 0.4323,
+                             0.2913, 0.4364, 0.3635, 0.2558, 0.3588, 0.3851, 0.2615, 0.2277, 0.2451])  # fmt: skip
+    torch.testing.assert_close(out[0, :, 60:63, 60:63].flatten(), expected, atol=2e-3, rtol=0)
+    assert out.mean().item() == pytest.approx(0.54081, abs=1e-3)

@@ -6,8 +6,16 @@ Example::
 
 writes ``out/0000_a-cat.png`` (1024x1024) and its base image ``out/0000_a-cat_base.png``
 (512x512; ``--no-save-base`` skips it) and a ``out/generate.json`` record of prompts, seeds, files
-and timings. :func:`register` adds the subcommand to the ``flowup`` CLI (``flowup/cli.py``);
-:func:`main` runs it standalone (``python -m flowup.generate_cli``).
+and timings. :func:`register` adds the subcommand to the ``flowup`` CLI (:mod:`flowup.cli`).
+
+Exit status as every ``flowup`` command (:mod:`flowup.cli.common`): 2 when nothing could start
+(bad options, a base or flowup model that does not load), 1 when generation failed, 0 otherwise.
+
+Seeds: image ``i`` (over all prompts) draws its base-model noise and its flow-stage noise from
+one generator seeded with ``seed + i``, exactly as
+:func:`flowup.text_to_image.boost` does in Python with ``generator=torch.Generator().manual_seed(seed + i)``
+(the base pipeline draws first, flowup continues the same generator): same seed, same image, in
+the CLI and the API.
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flowup.cli.common import (
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, RunError, UsageError, is_out_of_memory, non_negative_int,
+    positive_int, print_error, resolve_device, resolve_dtype, seed_int,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +45,7 @@ if TYPE_CHECKING:
 # torch, diffusers and flowup.text_to_image are imported where they are used, so that building the
 # parser (``flowup --help``) stays fast.
 
-__all__ = ["register", "build_parser", "run", "main", "BaseModelError", "load_base_pipeline"]
+__all__ = ["register", "run", "BaseModelError", "load_base_pipeline"]
 
 _DTYPE_NAMES = ("float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -46,17 +59,14 @@ examples:
       --prompts prompts.txt --num-images 4 --seed 100 --scale 4 -o out/ --offload
   flowup generate --base path/to/sd15 --prompt "a cat" --model runs/taef2-x2 --flow-steps 4 -o out/
 
-Image i (over all prompts) uses seed + i for the base model and for flowup. On "out of memory":
+Image i (over all prompts) uses one generator seeded with seed + i for the base model and then
+flowup, as flowup.text_to_image.boost does in Python. On "out of memory":
 --offload, --dtype float16, --batch-size 1 or a smaller --base-size. See docs/generate.md.
 """
 
 
 class BaseModelError(RuntimeError):
     """The base model could not be loaded or run; the message is one line for the user."""
-
-
-class GenerateError(RuntimeError):
-    """Any other one-line user-facing failure of ``flowup generate``."""
 
 
 # ---------------------------------------------------------------------------------- arguments
@@ -72,16 +82,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="base resolution: one number (square) or HEIGHT WIDTH (default 512)")
     base.add_argument("--steps", type=int, default=None, help="base model denoising steps (default: the pipeline's)")
     base.add_argument("--guidance-scale", type=float, default=None, help="base model guidance scale (default: the pipeline's)")
-    base.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    base.add_argument("--batch-size", type=int, default=1, help="images per base-model call (default 1)")
-    base.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i (default 0)")
+    base.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (default 1)")
+    base.add_argument("--batch-size", type=positive_int, default=1, help="images per base-model call (default 1)")
+    base.add_argument("--seed", type=seed_int, default=0, help="seed of the first image; image i uses seed + i (default 0)")
     flow = parser.add_argument_group("flowup")
     flow.add_argument("--model", default=None, help="FlowUpPipeline folder (default: the shipped model)")
     flow.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor (default 2)")
-    flow.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
+    flow.add_argument("--flow-steps", type=positive_int, default=None, help="ODE steps (default: the model's)")
     flow.add_argument("--solver", default=None, choices=("euler", "midpoint", "rk4", "dopri5"),
                       help="ODE solver (default: the model's)")
-    flow.add_argument("--back-projection", type=int, default=None, metavar="N",
+    flow.add_argument("--back-projection", type=non_negative_int, default=None, metavar="N",
                       help="low-res consistency steps after each 2x stage, 0 = off (default: the model's)")
     flow.add_argument("--upsample-in", default="pixels", choices=("pixels", "latents"),
                       help="pixels: decode with the base VAE, flowup re-encodes (default, best); latents: pass base "
@@ -92,9 +102,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="also write each base image as NAME_base.png (default: yes)")
     run_group.add_argument("--offload", action="store_true",
                            help="move the base model off the GPU before the flow stage (small GPUs)")
-    run_group.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, mps, cpu")
+    run_group.add_argument("--device", default="auto", help=DEVICE_HELP)
     run_group.add_argument("--dtype", default="auto", choices=("auto", *_DTYPE_NAMES),
-                           help="base model dtype; auto = float16 on GPU, float32 on CPU")
+                           help="base model dtype; auto = float16 on a GPU, float32 on a CPU (float16 is refused "
+                                "on a CPU, where it is about 10x slower)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -109,16 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A standalone parser (``python -m flowup.generate_cli``)."""
-    parser = argparse.ArgumentParser(prog="flowup generate", description="text -> image boosted by flowup",
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, prog_name="flowup generate")
     return parser
 
 
@@ -128,12 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _is_oom(err: BaseException) -> bool:
-    import torch
-
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def _is_offline_error(err: BaseException) -> bool:
@@ -213,24 +209,7 @@ def _load_flowup(model: str | None) -> Any:
         folder = model if model is not None else default_model_path()
         return FlowUpPipeline.from_pretrained(folder)
     except Exception as err:  # noqa: BLE001
-        raise GenerateError(f"flowup model: {_one_line(err)}") from None
-
-
-def _resolve_device(name: str) -> torch.device:
-    import torch
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise GenerateError(f"--device {name!r}: {_one_line(err)}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        raise UsageError(f"flowup model: {_one_line(err)}") from None
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -239,10 +218,10 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         try:
             lines = args.prompts.read_text(encoding="utf-8").splitlines()
         except OSError as err:
-            raise GenerateError(f"--prompts {args.prompts}: {err.strerror or _one_line(err)}") from None
+            raise UsageError(f"--prompts {args.prompts}: {err.strerror or _one_line(err)}") from None
         prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise GenerateError("no prompt: give --prompt TEXT or --prompts FILE")
+        raise UsageError("no prompt: give --prompt TEXT or --prompts FILE")
     return prompts
 
 
@@ -280,26 +259,24 @@ def _progress(total: int, desc: str, quiet: bool):
 def _generate(args: argparse.Namespace) -> dict:
     import torch
 
+    from flowup.image_io import tensor_to_pil
     from flowup.text_to_image import BaseStageOutput, BoostedTextToImage, StageTimings
     prompts = _read_prompts(args)
-    for name in ("num_images", "batch_size"):
-        if getattr(args, name) < 1:
-            raise GenerateError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.back_projection is not None and args.back_projection < 0:
-        raise GenerateError("--back-projection must be 0 or more")
     if len(args.base_size) not in (1, 2):
-        raise GenerateError("--base-size takes one number or HEIGHT WIDTH")
+        raise UsageError("--base-size takes one number or HEIGHT WIDTH")
     base_size = (args.base_size[0],) * 2 if len(args.base_size) == 1 else tuple(args.base_size)
-    device = _resolve_device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.float32 if device.type == "cpu" else torch.float16)
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GenerateError(f"-o {args.output}: {err.strerror or _one_line(err)}") from None
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    from flowup.cli.upscale import check_output_location
+
+    check_output_location(str(args.output) + os.sep, n_inputs=len(prompts))
 
     start = time.perf_counter()
     upscaler = _load_flowup(args.model)  # small: fail fast before loading a large base model
-    base = load_base_pipeline(args.base, dtype=dtype)
+    try:
+        base = load_base_pipeline(args.base, dtype=dtype)
+    except BaseModelError as err:
+        raise UsageError(str(err)) from None
     load_s = time.perf_counter() - start
     base.set_progress_bar_config(disable=args.quiet, leave=False)
     if hasattr(upscaler, "set_progress_bar_config"):
@@ -311,13 +288,14 @@ def _generate(args: argparse.Namespace) -> dict:
             base.to(device)
         upscaler.to(device)
     except Exception as err:  # noqa: BLE001
-        raise BaseModelError(f"cannot move the models to {device}: {_one_line(err)}") from None
+        raise RunError(f"cannot move the models to {device}: {_one_line(err)}") from None
     try:
         chain = BoostedTextToImage(base, upscaler, upsample_in=args.upsample_in, offload=args.offload)
     except (TypeError, ValueError) as err:
-        raise GenerateError(_one_line(err)) from None
+        raise UsageError(_one_line(err)) from None
 
-    # Jobs: (index, prompt); image i uses seed + i for the base and the flow stage.
+    # Jobs: (index, prompt). Image i has one generator seeded with seed + i: the base model draws
+    # from it, the flow stage continues it (the contract of BoostedTextToImage.__call__).
     jobs = [(i * args.num_images + k, p) for i, p in enumerate(prompts) for k in range(args.num_images)]
     batches = [jobs[i : i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
     gen_device = device if device.type == "cuda" else torch.device("cpu")
@@ -327,36 +305,37 @@ def _generate(args: argparse.Namespace) -> dict:
 
     # Stage 1: base images for every prompt (so that --offload releases the base model once).
     records: list[dict] = []
-    base_results: list[tuple[list, BaseStageOutput]] = []
+    base_results: list[tuple[list, list, BaseStageOutput]] = []
     timings = StageTimings()
     bar = _progress(len(jobs), "base", args.quiet)
     for batch in batches:
+        batch_generators = generators(batch)
         try:
             result = chain.generate_base(
                 [p for _, p in batch],
                 negative_prompt=[args.negative_prompt] * len(batch) if args.negative_prompt else None,
                 base_size=base_size,
-                generator=generators(batch),
+                generator=batch_generators,
                 num_inference_steps=args.steps,
                 guidance_scale=args.guidance_scale,
                 decode=args.upsample_in == "pixels" or args.save_base,
             )
         except Exception as err:  # noqa: BLE001
-            if _is_oom(err):
-                raise BaseModelError(
+            if is_out_of_memory(err):
+                raise RunError(
                     f"base model ran out of memory at {base_size[0]}x{base_size[1]} (batch {len(batch)}): "
                     "try --offload, --dtype float16, --batch-size 1 or a smaller --base-size"
                 ) from None
-            raise BaseModelError(f"base model failed: {_one_line(err)}") from None
+            raise RunError(f"base model failed: {_one_line(err)}") from None
         timings = timings + result.timings
         for j, (index, prompt) in enumerate(batch):
             name = f"{index:04d}_{_slug(prompt)}"
             record = {"index": index, "prompt": prompt, "seed": args.seed + index, "image": f"{name}.png"}
             if args.save_base and result.images is not None:
-                _save_png(_tensor_to_pil(result.images[j]), args.output / f"{name}_base.png")
+                _save_png(tensor_to_pil(result.images[j]), args.output / f"{name}_base.png")
                 record["base_image"] = f"{name}_base.png"
             records.append(record)
-        base_results.append((batch, result))
+        base_results.append((batch, batch_generators, result))
         bar.update(len(batch))
     bar.close()
 
@@ -364,7 +343,7 @@ def _generate(args: argparse.Namespace) -> dict:
     bar = _progress(len(jobs), f"flowup x{args.scale}", args.quiet)
     nfe = None
     first = 0
-    for batch, result in base_results:
+    for batch, batch_generators, result in base_results:
         try:
             out = chain.upscale(
                 result,
@@ -372,15 +351,15 @@ def _generate(args: argparse.Namespace) -> dict:
                 num_inference_steps=args.flow_steps,
                 solver=args.solver,
                 back_projection_steps=args.back_projection,
-                generator=generators(batch),
+                generator=batch_generators,
                 output_type="pil",
             )
         except Exception as err:  # noqa: BLE001
-            if _is_oom(err):
-                raise GenerateError(
+            if is_out_of_memory(err):
+                raise RunError(
                     "flowup ran out of memory: try --offload, a smaller --base-size or --batch-size 1"
                 ) from None
-            raise GenerateError(f"flowup failed: {_one_line(err)}") from None
+            raise RunError(f"flowup failed: {_one_line(err)}") from None
         flow_only = StageTimings(flow=out.timings.flow, decode=out.timings.decode, offload=out.timings.offload)
         timings = timings + flow_only
         nfe = out.nfe
@@ -437,14 +416,6 @@ def _per_image(timings: StageTimings, n: int) -> str:
     return scaled.summary()
 
 
-def _tensor_to_pil(image: torch.Tensor):
-    import torch
-    from PIL import Image
-
-    array = (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
 def _has_accelerate() -> bool:
     try:
         import accelerate  # noqa: F401
@@ -485,24 +456,12 @@ def _library_chatter(quiet: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``flowup generate``: 0 on success, 1 with a one-line message on stderr on failure."""
+    """Handler of ``flowup generate``: 0 on success; a failure of the run prints one line and
+    returns 1; usage problems raise :class:`~flowup.cli.common.UsageError` (exit status 2)."""
     try:
         with _library_chatter(args.quiet):
             _generate(args)
-    except (BaseModelError, GenerateError) as err:
-        print(f"flowup generate: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("flowup generate: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowup.generate_cli ...``."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except RunError as err:
+        print_error("flowup generate", str(err))
+        return EXIT_FAILED
+    return EXIT_OK

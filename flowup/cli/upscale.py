@@ -1,31 +1,45 @@
-"""The ``flowup`` command line: ``flowup upscale ...``, ``flowup generate ...``, ``flowup export-onnx ...``.
+"""``flowup upscale INPUT... -o OUT``: upscale image files, folders (their images, not recursive)
+and glob patterns.
 
-``flowup upscale INPUT... -o OUT`` upscales image files, folders (their images, not recursive) and
-glob patterns. Each bad input gets one line on stderr naming the file and the batch goes on; the
-exit status is 1 when any image failed, 2 for usage errors (bad options, no model), 0 otherwise.
-Outputs are written atomically (temporary file, then rename): never a half-written image.
+Before any image is computed: the options are validated, the output location is checked once
+(a folder that can be created and written to, or one file name of a supported format), and the
+jobs are planned: inputs whose output names would collide (``a.jpg`` and ``a.png``) are named
+apart by their extension, stale temporary files of an earlier killed run are removed. Then each
+bad input gets one line on stderr naming it and the batch goes on. Exit status: 1 when any image
+failed, 2 for usage errors (nothing done), 0 otherwise, 130 on Ctrl-C or SIGTERM. Outputs are
+written atomically (temporary file, then rename): never a half-written image.
 
-Building the parser imports neither torch nor diffusers (``flowup --help`` answers at once); they
-are imported when a command runs.
+Several processes, GPUs or machines: under ``accelerate launch --num_processes N -m flowup upscale
+...`` (or ``torchrun``; anything that sets ``WORLD_SIZE``) every process plans the same jobs and
+takes its share (Accelerate's ``PartialState.split_between_processes``), each on its own device,
+writing its own outputs atomically; ``--skip-existing`` resumes a killed run, and the summary is
+gathered and printed by the main process.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "expand_inputs"]
+from flowup.cli.common import (
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, detail_float, is_out_of_memory, non_negative_int, one_line,
+    positive_int, quality_int, resolve_device, resolve_dtype, seed_int,
+)  # fmt: skip
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["register", "run", "expand_inputs", "plan_outputs", "check_output_location", "Job"]
+
 MAX_OUTPUT_PIXELS: int | None = None  # refuse inputs whose output would exceed this (None: image_io.MAX_PIXELS)
 _EXTENSION = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 _SAME_FORMAT = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
-UPSCALE_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   flowup upscale photo.png -o out/ --model runs/taef2-x2      # out/photo_x2.png
   flowup upscale shots/ 'more/*.jpg' -o out/ --scale 4         # folders and globs, 4x
@@ -35,134 +49,70 @@ examples:
 
 Images of any size and mode work: EXIF orientation is applied, greyscale stays greyscale,
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
-On "out of memory", lower --tile (e.g. 64) or use --device cpu. On a CPU the networks run in
-bfloat16 where the CPU has AMX (about 4x faster than float32), else on ONNX Runtime (about 2-3x
-faster; the first run exports the model once, cached in ~/.cache/flowup/onnx). See docs/speed.md.
+Inputs of one folder whose outputs would share a name (a.jpg, a.png) are named apart
+(a_jpg_x2.png, a_png_x2.png). On "out of memory", lower --tile (e.g. 64) or use --device cpu.
+On a CPU the networks run in bfloat16 where the CPU has AMX (about 4x faster than float32),
+else on ONNX Runtime (about 2-3x faster; the first run exports the model once, cached in
+~/.cache/flowup/onnx). See docs/speed.md.
 """
 
 
-class UsageError(Exception):
-    """A problem with the command line as a whole (exit status 2)."""
-
-
-# --------------------------------------------------------------------------------------------
-# parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``flowup`` parser with its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="flowup",
-        description="flowup: a flow-matching latent upscaler (turns small images into sharp large ones).",
-        epilog="Run 'flowup upscale --help' for the upscaler's options and examples.",
-    )
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    _register_upscale(subparsers)
-    from flowup import generate_cli
-
-    generate_cli.register(subparsers)
-    _register_export_onnx(subparsers)
-    return parser
-
-
-def _register_upscale(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``upscale`` subcommand (handler in ``func``)."""
     p = subparsers.add_parser(
         "upscale",
         help="upscale images 2x or 4x",
         description="Upscale images 2x (or 4x: the 2x model twice) with a flowup model.",
-        epilog=UPSCALE_EXAMPLES,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder (created if needed), or an output file name when there is one input")
+                   help="output folder (created if needed), or an output file name (.png, .jpg, .webp) "
+                        "when there is one input")
     p.add_argument("--model", metavar="PATH",
                    help="model folder saved by FlowUpPipeline.save_pretrained (default: the shipped model)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=2, help="upscaling factor (default: 2)")
-    p.add_argument("--steps", type=_positive_int, metavar="N",
+    p.add_argument("--steps", type=positive_int, metavar="N",
                    help="ODE steps per 2x stage (default: the model's own setting)")
     p.add_argument("--solver", choices=("euler", "midpoint", "rk4", "dopri5"),
                    help="ODE solver (default: the model's own setting)")
-    p.add_argument("--back-projection", type=_non_negative_int, metavar="N",
+    p.add_argument("--back-projection", type=non_negative_int, metavar="N",
                    help="low-res consistency steps after each 2x stage: pull the output's colours and "
                         "tones back to the input's (downsample(output) = input); 0 = off "
                         "(default: the model's own setting)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; same seed, same output (default: 0)")
-    p.add_argument("--tile", type=_non_negative_int, metavar="N",
+    p.add_argument("--detail", type=detail_float, default=1.0, metavar="X",
+                   help="how much of the texture the flow adds to keep: 1 = all (default), 0 = none (the clean "
+                        "codec round trip of the bicubic upsample: no added grain), up to 2 = more")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed, 0 to 2**64-1; same seed, same output (default: 0)")
+    p.add_argument("--tile", type=non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
                         "runs out; 0 = no tiling (default: automatic, from free memory)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where to run (default: auto = cuda if available)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
-                   help="weights / compute precision (default: auto = float16 on cuda, float32 on cpu)")
+                   help="weights / compute precision (default: auto = float16 on a GPU, float32 on a CPU; "
+                        "float16 is refused on a CPU, where it is about 10x slower)")
     p.add_argument("--runtime", choices=("auto", "torch", "torch-bf16", "onnx"), default="auto",
                    help="what runs the networks on a CPU: torch-bf16 = PyTorch in bfloat16 (fastest on CPUs "
                         "with AMX), onnx = ONNX Runtime in float32, torch = PyTorch in float32 (default: auto "
                         "= torch-bf16 where the CPU has AMX, else onnx; torch on a GPU)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for the networks (default: PyTorch's default, one per core)")
     p.add_argument("--format", choices=("png", "jpg", "webp", "same"), default="png",
                    help="output format; 'same' keeps png / jpg / webp inputs' format, others become png "
                         "(default: png)")
-    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG / WebP quality (default: 95)")
-    p.add_argument("--suffix", metavar="TEXT", help="added to output file names (default: _x2 or _x4)")
+    p.add_argument("--quality", type=quality_int, default=95, metavar="Q", help="JPEG / WebP quality, 1-100 (default: 95)")
+    p.add_argument("--suffix", type=_suffix, metavar="TEXT", help="added to output file names (default: _x2 or _x4)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file already exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary (errors still print)")
-    p.set_defaults(func=run_upscale)
+    p.set_defaults(func=run, prog_name="flowup")
+    return p
 
 
-def _register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export-onnx",
-        help="write a model's networks as ONNX graphs",
-        description="Export a flowup model's velocity network and codec to ONNX (float32, dynamic batch "
-                    "and spatial sizes): flow.onnx, encoder.onnx, decoder.onnx, the codec halves that "
-                    "tiled inference runs (encoder_local / encoder_image_wide / decoder_image_wide / "
-                    "decoder_local) and onnx_manifest.json.",
-        epilog="example:\n  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2\n\n"
-               "flow.onnx takes x_t (N, C, h, w), t (N,) and cond (N, C, h, w); see docs/speed.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("model", metavar="MODEL_DIR", help="model folder saved by FlowUpPipeline.save_pretrained")
-    p.add_argument("out", metavar="OUT_DIR", help="folder to write the .onnx files to (created if needed)")
-    p.set_defaults(func=run_export_onnx)
-
-
-def run_export_onnx(args: argparse.Namespace) -> int:
-    """``flowup export-onnx``: returns the exit status."""
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{args.out} exists and is not a folder")
-    import torch
-
-    from flowup.onnx_runtime import export_onnx
-    from flowup.pipeline import FlowUpPipeline, ModelNotFoundError
-
-    try:
-        pipe = FlowUpPipeline.from_pretrained(Path(args.model).expanduser(), torch_dtype=torch.float32, runtime="torch")
-    except (ModelNotFoundError, FileNotFoundError) as err:
-        raise UsageError(_one_line(err)) from None
-    except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
-        raise UsageError(f"cannot load the model from {args.model}: {_one_line(err)}") from None
-    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True)
-    for name, path in paths.items():
-        print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
-    print(f"{out / 'onnx_manifest.json'}")
-    return EXIT_OK
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def _suffix(text: str) -> str:
+    if "/" in text or os.sep in text or (os.altsep and os.altsep in text) or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be part of a file name, without a path separator: {text!r}")
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +120,9 @@ def _non_negative_int(text: str) -> int:
 
 
 @dataclass
-class _Job:
+class Job:
+    """One input: its path, the output path planned for it, or the one-line error found up front."""
+
     source: Path
     target: Path | None = None
     error: str | None = None
@@ -185,34 +137,61 @@ class _Summary:
     errors: list[str] = field(default_factory=list)
 
 
-def expand_inputs(specs: list[str]) -> list[_Job]:
+def _link_problem(path: Path) -> str | None:
+    """"symlink loop" / "broken symlink" for such a path, else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as err:
+        return "symlink loop" if err.errno == errno.ELOOP else "broken symlink (its target does not exist)"
+    return None
+
+
+def expand_inputs(specs: list[str]) -> list[Job]:
     """Files, folders (their image files, sorted, not recursive) and glob patterns -> jobs.
 
-    A pattern that matches nothing or a folder without images becomes a job with an error.
+    A pattern that matches nothing, a folder without images, a symlink loop or a broken symlink
+    becomes a job with an error (the batch goes on).
     """
     from flowup.image_io import IMAGE_EXTENSIONS
 
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     seen: set[Path] = set()
 
     def add(path: Path, error: str | None = None) -> None:
-        key = path.resolve() if error is None else path
+        problem = None if error else _link_problem(path)
+        if problem:
+            error = f"{path}: {problem}"
+        try:
+            key = path.resolve() if error is None else path
+        except (OSError, RuntimeError) as err:  # a loop further up the path
+            key, error = path, f"{path}: cannot resolve ({one_line(err)})"
         if key not in seen:
             seen.add(key)
-            jobs.append(_Job(path, error=error))
+            jobs.append(Job(path, error=error))
+
+    def is_image_name(p: Path) -> bool:
+        return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
     for spec in specs:
         path = Path(spec).expanduser()
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                            and not p.name.startswith("."))  # fmt: skip
+        if _link_problem(path):
+            add(path)
+        elif path.is_dir():
+            try:
+                entries = sorted(path.iterdir())
+            except OSError as err:
+                add(path, f"{path}: cannot list the folder ({err.strerror or one_line(err)})")
+                continue
+            images = [p for p in entries if is_image_name(p) and (p.is_file() or _link_problem(p))]
             if not images:
                 add(path, f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             for image in images:
                 add(image)
         elif not path.exists() and glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            matches = [m for m in matches if m.is_file()]
+            matches = [m for m in matches if m.is_file() or (is_image_name(m) and _link_problem(m))]
             if not matches:
                 add(path, f"{spec}: no files match this pattern")
             for match in matches:
@@ -222,29 +201,75 @@ def expand_inputs(specs: list[str]) -> list[_Job]:
     return jobs
 
 
-def _plan_outputs(jobs: list[_Job], output: str, fmt: str, suffix: str) -> None:
-    """Set each job's target path (or an error for clashing names). Raises UsageError."""
-    from flowup.image_io import SAVE_FORMATS
+def check_output_location(output: str, n_inputs: int) -> tuple[Path, bool]:
+    """Check ``-o`` once, before any work: returns ``(path, single_file)``. Raises UsageError.
+
+    A folder must be creatable and writable (created here); a single output file needs one input,
+    a supported suffix and a writable folder."""
+    from flowup.image_io import IMAGE_EXTENSIONS, SAVE_FORMATS
 
     out = Path(output).expanduser()
-    single_file = out.suffix.lower() in SAVE_FORMATS and not out.is_dir()
-    if single_file and len(jobs) != 1:
-        raise UsageError(f"-o {output} names one file but there are {len(jobs)} inputs; give a folder")
-    claimed: dict[Path, Path] = {}
-    for job in jobs:
-        if job.error:
-            continue
+    suffix = out.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and suffix not in SAVE_FORMATS and not out.is_dir():
+        raise UsageError(f"-o {output}: flowup cannot write {suffix} files; use .png, .jpg or .webp")
+    single_file = suffix in SAVE_FORMATS and not out.is_dir()
+    if single_file and n_inputs != 1:
+        raise UsageError(f"-o {output} names one file but there are {n_inputs} inputs; give a folder")
+    folder = out.parent if single_file else out
+    if single_file and out.exists() and not out.is_file():
+        raise UsageError(f"-o {output}: exists and is not a file")
+    for ancestor in (folder, *folder.parents):  # the first part of the path that exists must be a folder
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UsageError(f"-o {output}: {ancestor} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"-o {output}: cannot create the folder {folder} ({err.strerror or one_line(err)})") from None
+    try:
+        probe, name = tempfile.mkstemp(prefix=".flowup-write-check-", dir=folder)
+        os.close(probe)
+        os.unlink(name)
+    except OSError as err:
+        raise UsageError(f"-o {output}: cannot write into {folder} ({err.strerror or one_line(err)})") from None
+    return out, single_file
+
+
+def plan_outputs(jobs: list[Job], out: Path, single_file: bool, fmt: str, suffix: str) -> None:
+    """Set each job's target path. Inputs of one name stem whose outputs would collide are named
+    apart by their extension (``a.jpg`` -> ``a_jpg_x2.png``); a collision left after that (same
+    file name in two folders) is an error for both, found here, before any work."""
+
+    def target_for(job: Job, stem: str) -> Path:
         if single_file:
-            target = out
+            return out
+        name_format = _SAME_FORMAT.get(job.source.suffix.lower(), "png") if fmt == "same" else fmt
+        return out / f"{stem}{suffix}{_EXTENSION[name_format]}"
+
+    live = [job for job in jobs if not job.error]
+    plain: dict[Path, list[Job]] = {}
+    for job in live:
+        plain.setdefault(target_for(job, job.source.stem), []).append(job)
+    claimed: dict[Path, list[Job]] = {}
+    for target, group in plain.items():
+        stems = {job.source.suffix.lower() for job in group}
+        if len(group) > 1 and len(stems) == len(group):  # a.jpg + a.png: name them apart
+            for job in group:
+                claimed.setdefault(target_for(job, f"{job.source.stem}_{job.source.suffix.lstrip('.').lower()}"), []).append(job)
         else:
-            name_format = _SAME_FORMAT.get(job.source.suffix.lower(), "png") if fmt == "same" else fmt
-            target = out / f"{job.source.stem}{suffix}{_EXTENSION[name_format]}"
+            claimed.setdefault(target, []).extend(group)
+    for target, group in claimed.items():
+        if len(group) > 1:
+            names = ", ".join(str(job.source) for job in group)
+            for job in group:
+                job.error = f"{job.source}: output {target} would also be the output of another input ({names}); " \
+                            "upscale them into different folders"
+            continue
+        job = group[0]
         if target.exists() and job.source.exists() and target.resolve() == job.source.resolve():
             job.error = f"{job.source}: output would overwrite the input; use another -o or --suffix"
-        elif target in claimed:
-            job.error = f"{job.source}: output {target} clashes with the output of {claimed[target]}"
         else:
-            claimed[target] = job.source
             job.target = target
 
 
@@ -252,58 +277,108 @@ def _plan_outputs(jobs: list[_Job], output: str, fmt: str, suffix: str) -> None:
 # running
 
 
-def run_upscale(args: argparse.Namespace) -> int:
+def _process_group(device: str):
+    """Accelerate's ``PartialState`` under a multi-process launch (``WORLD_SIZE`` > 1), else None.
+    CPU processes (``--device cpu``, or no accelerator) join a gloo group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise UsageError("a multi-process launch (WORLD_SIZE > 1) needs accelerate: pip install accelerate") from None
+    import torch
+
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
+
+
+def run(args: argparse.Namespace) -> int:
     """``flowup upscale``: returns the exit status."""
+    from flowup.image_io import remove_stale_temp_files
+
     started = time.perf_counter()
     suffix = f"_x{args.scale}" if args.suffix is None else args.suffix
     jobs = expand_inputs(args.inputs)
-    _plan_outputs(jobs, args.output, args.format, suffix)
+    out, single_file = check_output_location(args.output, len(jobs))
+    plan_outputs(jobs, out, single_file, args.format, suffix)
+    state = _process_group(args.device)
+    main_process = state is None or state.is_main_process
+    if main_process:
+        remove_stale_temp_files(out.parent if single_file else out)
+    if state is not None:  # every process planned the same jobs; each takes its own contiguous share
+        with state.split_between_processes(jobs) as share:
+            jobs = list(share)
 
     pending = [j for j in jobs if not j.error and not (args.skip_existing and j.target.exists())]
-    pipe = _load_pipeline(args) if pending else None
+    pipe = _load_pipeline(args, state) if pending else None
 
-    import torch
     from tqdm import tqdm
 
     from flowup.image_io import ImageReadError
 
     summary = _Summary()
-    bar = tqdm(jobs, unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
-    for job in bar:
-        bar.set_postfix_str(job.source.name, refresh=False)
+    # One bar for the whole batch, in output megapixels of planned work, so that a single large
+    # image moves it too (the pipeline reports its progress through tiles and stages).
+    sizes = {id(job): _planned_megapixels(job, args.scale) for job in pending}
+    bar = tqdm(total=max(sum(sizes.values()), 1e-6), unit="MP", disable=args.quiet or not main_process,
+               file=sys.stderr,
+               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}] {postfix}")  # fmt: skip
+    for job in jobs:
         if job.error:
             _fail(summary, job.error, bar)
             continue
         if args.skip_existing and job.target.exists():
             summary.skipped += 1
             continue
+        bar.set_postfix_str(job.source.name, refresh=False)
+        before, share = bar.n, sizes.get(id(job), 0.0)
+
+        def progress(fraction: float, before=before, share=share) -> None:
+            bar.update(before + fraction * share - bar.n)
+
         try:
-            summary.megapixels += _upscale_one(pipe, job, args) / 1e6
+            summary.megapixels += _upscale_one(pipe, job, args, progress) / 1e6
             summary.done += 1
         except ImageReadError as err:
             _fail(summary, str(err), bar)
-        except (torch.OutOfMemoryError, MemoryError) as err:
-            _fail(summary, _oom_message(job, args, err), bar)
-        except RuntimeError as err:
-            if "out of memory" in str(err).lower():
+        except Exception as err:  # noqa: BLE001 - one line per failed image, the batch goes on
+            if is_out_of_memory(err):
                 _fail(summary, _oom_message(job, args, err), bar)
             else:
-                _fail(summary, f"{job.source}: {_one_line(err)}", bar)
-        except Exception as err:  # noqa: BLE001 - one line per failed image, the batch goes on
-            _fail(summary, f"{job.source}: {_one_line(err)}", bar)
+                _fail(summary, f"{job.source}: {one_line(err)}", bar)
+        bar.update(before + share - bar.n)
     bar.close()
 
-    if not args.quiet:
+    shares = [summary]
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        shares = gather_object([summary])
+    total = _Summary(done=sum(s.done for s in shares), skipped=sum(s.skipped for s in shares),
+                     failed=sum(s.failed for s in shares), megapixels=sum(s.megapixels for s in shares))  # fmt: skip
+    if not args.quiet and main_process:
         seconds = time.perf_counter() - started
-        parts = [f"{summary.done} image{'s' if summary.done != 1 else ''} upscaled ({summary.megapixels:.2f} MP out)"]
-        if summary.skipped:
-            parts.append(f"{summary.skipped} skipped")
-        parts.append(f"{summary.failed} failed")
+        where = f" by {len(shares)} processes ({', '.join(str(s.done) for s in shares)})" if len(shares) > 1 else ""
+        parts = [f"{total.done} image{'s' if total.done != 1 else ''} upscaled ({total.megapixels:.2f} MP out){where}"]
+        if total.skipped:
+            parts.append(f"{total.skipped} skipped")
+        parts.append(f"{total.failed} failed")
         print(f"flowup: {', '.join(parts)} in {seconds:.1f} s", flush=True)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_FAILED if total.failed else EXIT_OK
 
 
-def _upscale_one(pipe, job: _Job, args: argparse.Namespace) -> int:
+def _planned_megapixels(job: Job, scale: int) -> float:
+    """Output megapixels of ``job`` from its header (0 when it cannot be read: it will fail)."""
+    from PIL import Image
+
+    try:
+        with Image.open(job.source) as image:
+            return image.width * image.height * scale**2 / 1e6
+    except Exception:  # noqa: BLE001 - the real read reports the problem
+        return 0.0
+
+
+def _upscale_one(pipe, job: Job, args: argparse.Namespace, progress) -> int:
     """Upscale and write one image; returns its output pixel count."""
     import torch
 
@@ -320,6 +395,8 @@ def _upscale_one(pipe, job: _Job, args: argparse.Namespace) -> int:
         tile_size=args.tile,
         codec_tile_size=args.tile,
         back_projection_steps=args.back_projection,
+        progress_callback=progress,
+        detail=args.detail,
     )
     rgb = result.images[0]
     alpha = upsample_alpha(loaded.alpha, args.scale) if loaded.alpha is not None else None
@@ -328,28 +405,28 @@ def _upscale_one(pipe, job: _Job, args: argparse.Namespace) -> int:
     return image.width * image.height
 
 
-def _load_pipeline(args: argparse.Namespace):
-    """Load the model on the requested device / dtype. Raises UsageError with a clear message."""
+def _load_pipeline(args: argparse.Namespace, state=None):
+    """Load the model on the requested device / dtype (``state``: this process's share of a
+    multi-process launch). Raises UsageError with a clear message."""
     import torch
 
     from flowup.pipeline import FlowUpPipeline, ModelNotFoundError, default_model_path
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
-    dtype_name = args.dtype if args.dtype != "auto" else ("float16" if device == "cuda" else "float32")
+    device = state.device if state is not None and args.device == "auto" else resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    elif state is not None and device.type == "cpu":  # N processes on one machine share its cores
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
     try:
         model = Path(args.model).expanduser() if args.model else default_model_path()
-        pipe = FlowUpPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype_name), runtime=args.runtime)
+        pipe = FlowUpPipeline.from_pretrained(model, torch_dtype=dtype, runtime=args.runtime)
     except (ModelNotFoundError, FileNotFoundError) as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
         where = args.model or "the default location"
-        raise UsageError(f"cannot load the model from {where}: {_one_line(err)}") from None
+        raise UsageError(f"cannot load the model from {where}: {one_line(err)}") from None
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     try:
@@ -359,13 +436,13 @@ def _load_pipeline(args: argparse.Namespace):
     return pipe
 
 
-def _oom_message(job: _Job, args: argparse.Namespace, err: BaseException) -> str:
+def _oom_message(job: Job, args: argparse.Namespace, err: BaseException) -> str:
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     smaller = max(16, (args.tile or 128) // 2)
-    return (f"{job.source}: out of memory ({_one_line(err)[:80]}); try --tile {smaller}"
+    return (f"{job.source}: out of memory ({one_line(err)[:80]}); try --tile {smaller}"
             + ("" if args.device == "cpu" else ", or --device cpu"))  # fmt: skip
 
 
@@ -373,36 +450,3 @@ def _fail(summary: _Summary, message: str, bar) -> None:
     summary.failed += 1
     summary.errors.append(message)
     bar.write(f"flowup: error: {message}", file=sys.stderr)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else ""
-    from flowup.image_io import ImageReadError
-
-    return f"{type(err).__name__}: {first}" if not isinstance(err, (ImageReadError, FileNotFoundError)) else first
-
-
-# --------------------------------------------------------------------------------------------
-# entry point
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``flowup`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        return args.func(args)
-    except UsageError as err:
-        print(f"flowup: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("flowup: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,52 @@
+"""``flowup export-onnx MODEL_DIR OUT_DIR``: write a model's networks as ONNX graphs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flowup.cli.common import EXIT_OK, UsageError, one_line
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``export-onnx`` subcommand (handler in ``func``)."""
+    p = subparsers.add_parser(
+        "export-onnx",
+        help="write a model's networks as ONNX graphs",
+        description="Export a flowup model's velocity network and codec to ONNX (float32, dynamic batch "
+                    "and spatial sizes): flow.onnx, encoder.onnx, decoder.onnx, the codec halves that "
+                    "tiled inference runs (encoder_local / encoder_image_wide / decoder_image_wide / "
+                    "decoder_local) and onnx_manifest.json.",
+        epilog="example:\n  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2\n\n"
+               "flow.onnx takes x_t (N, C, h, w), t (N,) and cond (N, C, h, w); see docs/speed.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder saved by FlowUpPipeline.save_pretrained")
+    p.add_argument("out", metavar="OUT_DIR", help="folder to write the .onnx files to (created if needed)")
+    p.set_defaults(func=run, prog_name="flowup")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``flowup export-onnx``: returns the exit status."""
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{args.out} exists and is not a folder")
+    import torch
+
+    from flowup.onnx_runtime import export_onnx
+    from flowup.pipeline import FlowUpPipeline, ModelNotFoundError
+
+    try:
+        pipe = FlowUpPipeline.from_pretrained(Path(args.model).expanduser(), torch_dtype=torch.float32, runtime="torch")
+    except (ModelNotFoundError, FileNotFoundError) as err:
+        raise UsageError(one_line(err)) from None
+    except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
+        raise UsageError(f"cannot load the model from {args.model}: {one_line(err)}") from None
+    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True)
+    for path in paths.values():
+        print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"{out / 'onnx_manifest.json'}")
+    return EXIT_OK
