@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from eval.data import EvalImage, list_images, prepare_image
 from eval.features import FeatureExtractor, optional_feature_extractor
 from eval.methods import Method, MethodContext, build_method, parse_method
-from eval.metrics import LpipsMetric, distribution_distances, grid_patches, psnr_y, quantize, ssim_y
+from eval.metrics import LpipsMetric, distribution_distances, flat_area_energies, grid_patches, psnr_y, quantize, ssim_y
 from eval.timing import PeakMemory, timed
 
 __all__ = ["EvalConfig", "MethodResult", "EvalResult", "load_config", "run_evaluation"]
@@ -230,6 +230,7 @@ def run_evaluation(
                 raise RuntimeError(f"{method.label} returned {tuple(output.shape)} for {image.name}, expected {tuple(image.hr.shape)}")
             output = quantize(output.to(config.device))
             hr = image.hr.to(config.device)
+            grain_out, grain_hr = flat_area_energies(output, hr, config.scale)
             row = {
                 "method": method.label,
                 "image": image.name,
@@ -238,6 +239,8 @@ def run_evaluation(
                 "psnr_y": float(psnr_y(output, hr, config.scale)[0]),
                 "ssim_y": float(ssim_y(output, hr, config.scale)[0]),
                 "lpips": float(lpips(output, hr)[0]) if lpips.available else None,
+                "grain_energy": float(grain_out[0]),
+                "grain_energy_hr": float(grain_hr[0]),
                 "time_s": timing.median,
                 "time_per_mp_s": timing.median / image.megapixels,
                 "nfe": method.nfe,
@@ -265,6 +268,9 @@ def run_evaluation(
             "kid_std": dist["kid_std"],
             "kid_subset": dist["kid_subset"],
             "patch_fid": pdist["fid"],
+            # flat-area grain: the output's fine-detail energy on the high-res image's flattest
+            # patches over the high-res image's own (1 = the photo's texture, > 1 = added speckle)
+            "grain": sum(r["grain_energy"] for r in rows) / max(sum(r["grain_energy_hr"] for r in rows), 1e-20),
             "patch_kid": pdist["kid_mean"],
             "patch_kid_std": pdist["kid_std"],
             "patches": sum(r["patches"] for r in rows),

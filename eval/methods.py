@@ -14,7 +14,9 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             method working in that latent space (it *sees the answer*)
 ``flowup[:SOLVER[:STEPS[:bpN]]]``  the shipped default model (or ``--model``); ``flowup:euler:4``,
                             ``flowup:dopri5``, ``flowup:euler:1:bp0`` (N back-projection steps,
-                            :mod:`flowup.back_projection`); without arguments the model's defaults
+                            :mod:`flowup.back_projection`), ``flowup:euler:1:bp5:d0.5`` (half the
+                            detail the flow adds: the pipeline's ``detail``); without arguments the
+                            model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
@@ -37,6 +39,7 @@ evaluations per image: 0 for resamplers, 1 per codec pass is *not* counted) and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +100,7 @@ class MethodContext:
     sd_upscaler: str | None = None
     sd_prompt: str = ""
     seed: int = 0
+    runtime: str = "auto"  # FlowUpPipeline runtime of the flowup rows and PSU (tests pin "torch")
 
     def get_codec(self) -> nn.Module:
         if self.codec is None:
@@ -204,13 +208,26 @@ class LatentBilinear(_CodecMethod):
 
 
 class PSU(_CodecMethod):
+    """flowup's source with no flow: the model's pipeline at ``num_inference_steps=0`` (the same
+    padding, tiling, runtime and back-projection as the flowup rows), with this run's codec. x4 is
+    the cascade of two such x2 stages, as flowup's x4 is."""
+
     takes_back_projection = True
+
+    def __init__(self, spec: MethodSpec, ctx: MethodContext):
+        super().__init__(spec, ctx)
+        from flowup.pipeline import FlowUpPipeline, default_model_path
+
+        folder = ctx.model or default_model_path()
+        pipe = FlowUpPipeline.from_pretrained(folder, codec=self.codec, runtime=ctx.runtime)
+        self.pipe = pipe.to(ctx.device)
+        self.pipe.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        lr = lr.to(self.ctx.device)
-        out = self.codec.decode(self.codec.encode(upsample(lr, self.ctx.scale))).float()
-        return back_project(out, lr, self.back_projection_steps)
+        out = self.pipe(image=lr.to(self.ctx.device), scale=self.ctx.scale, num_inference_steps=0, output_type="pt",
+                        back_projection_steps=self.back_projection_steps)  # fmt: skip
+        return out.images.float()
 
 
 class CodecHR(_CodecMethod):
@@ -234,10 +251,27 @@ def read_training_cost(folder: str | Path) -> dict | None:
         raise ValueError(f"{path}: unreadable training.json ({err})") from None
 
 
-def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None]:
-    """``(solver, steps, back_projection_steps)`` from ``:SOLVER[:STEPS[:bpN]]``, None where not given."""
-    if len(spec.args) > 3:
-        raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS[:bpN]]]")
+def _detail_arg(spec: MethodSpec) -> tuple[list[str], float]:
+    """Split a trailing ``dX`` (the pipeline's ``detail``, 0 to 2) off the arguments."""
+    args = list(spec.args)
+    if args and args[-1].startswith("d") and args[-1] not in SOLVERS:
+        try:
+            detail = float(args[-1][1:])
+        except ValueError:
+            raise UnknownMethodError(f"{spec.text!r}: detail must be dX with X in [0, 2], got {args[-1]!r}") from None
+        if not 0 <= detail <= 2:
+            raise UnknownMethodError(f"{spec.text!r}: detail must be in [0, 2], got {detail}")
+        return args[:-1], detail
+    return args, 1.0
+
+
+def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float]:
+    """``(solver, steps, back_projection_steps, detail)`` from ``:SOLVER[:STEPS[:bpN]][:dX]``, None
+    (detail: 1) where not given."""
+    args, detail = _detail_arg(spec)
+    if len(args) > 3:
+        raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS[:bpN]]][:dX]")
+    spec = dataclasses.replace(spec, args=args)
     solver = spec.args[0] if spec.args else None
     if solver is not None and solver not in SOLVERS:
         raise UnknownMethodError(f"{spec.text!r}: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -247,7 +281,7 @@ def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None]:
             raise UnknownMethodError(f"{spec.text!r}: steps must be a positive integer, got {spec.args[1]!r}")
         steps = int(spec.args[1])
     back_projection = _back_projection_arg(spec.text, spec.args[2]) if len(spec.args) == 3 else None
-    return solver, steps, back_projection
+    return solver, steps, back_projection, detail
 
 
 class FlowUp(Method):
@@ -255,14 +289,14 @@ class FlowUp(Method):
 
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
-        self.solver, self.steps, self.back_projection_steps = _solver_args(spec)
+        self.solver, self.steps, self.back_projection_steps, self.detail = _solver_args(spec)
         if pipeline is None:
             from flowup.pipeline import FlowUpPipeline, default_model_path
 
             folder = spec.path or ctx.model or default_model_path()
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"flowup model folder {folder} does not exist")
-            pipeline = FlowUpPipeline.from_pretrained(folder)
+            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=ctx.runtime)
             self.training_cost = read_training_cost(folder)
         self.pipe = pipeline.to(ctx.device)
         self.pipe.set_progress_bar_config(disable=True)
@@ -281,6 +315,7 @@ class FlowUp(Method):
             generator=generator,
             output_type="pt",
             back_projection_steps=self.back_projection_steps,
+            detail=self.detail,
         )
         self.nfe = int(out.nfe)
         return out.images.float()

@@ -15,6 +15,9 @@
   image smaller than ``size`` in a side contributes no patch (reports give the patch count).
 - :class:`LpipsMetric`: LPIPS where its weights exist locally, otherwise ``available = False`` with
   a one-line ``reason`` that reports print.
+- :func:`flat_area_energies`: the high-frequency energy of an output and of its high-res image on
+  the high-res image's flattest patches (sky, skin, smooth paint). Their ratio over a set is the
+  *flat-area grain*: 1 = as much fine texture there as the real photo, above 1 = added speckle.
 """
 
 from __future__ import annotations
@@ -40,10 +43,16 @@ __all__ = [
     "distribution_distances",
     "paired_kid",
     "LpipsMetric",
+    "flat_area_energies",
+    "GRAIN_PATCH",
+    "GRAIN_FLAT_FRACTION",
 ]
 
 PSNR_CAP = 100.0
 KID_MAX_SUBSET = 1000
+GRAIN_PATCH = 16  # pixels per side of the patches whose flatness is judged
+GRAIN_FLAT_FRACTION = 0.25  # the flattest quarter of each image's patches (by high-res variance)
+GRAIN_SIGMA = 1.5  # high-pass = Y minus its Gaussian blur of this sigma (fine detail, 1-3 px)
 
 
 def rgb_to_y(images: torch.Tensor) -> torch.Tensor:
@@ -222,3 +231,44 @@ class LpipsMetric:
             self.metric.update(p[None].to(self.metric.device), t[None].to(self.metric.device))
             values.append(self.metric.compute().float().cpu())
         return torch.stack(values)
+
+
+def _gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, 1, H, W)``, reflect padding, radius ``3 sigma``."""
+    radius = max(1, int(3 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = torch.nn.functional.pad(y, (radius, radius, radius, radius), mode="reflect")
+    out = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def flat_area_energies(pred: torch.Tensor, target: torch.Tensor, border: int = 0, patch: int = GRAIN_PATCH,
+                       flat_fraction: float = GRAIN_FLAT_FRACTION, sigma: float = GRAIN_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """High-frequency energy on flat areas, per image: ``(output energy (N,), high-res energy (N,))``.
+
+    On luma Y (``border`` cropped), the image is cut into ``patch x patch`` tiles; the flat ones are
+    the ``flat_fraction`` of tiles with the lowest high-res variance. Energy = mean squared
+    high-pass (``Y - blur(Y, sigma)``) over those tiles, for the output and for the high-res image.
+    The set's *flat-area grain* is ``sum(output energies) / sum(high-res energies)``.
+    """
+    _check_pair(pred, target)
+    p, t = crop_border(rgb_to_y(pred), border).double(), crop_border(rgb_to_y(target), border).double()
+    n, _, h, w = t.shape
+    patch = max(1, min(patch, h, w))  # a tiny image is one patch
+    rows, cols = h // patch, w // patch
+
+    def tiles(x: torch.Tensor) -> torch.Tensor:  # (N, P, patch * patch)
+        x = x[..., : rows * patch, : cols * patch].reshape(n, rows, patch, cols, patch)
+        return x.permute(0, 1, 3, 2, 4).reshape(n, rows * cols, patch * patch)
+
+    variance = tiles(t).var(dim=-1)
+    count = max(1, round(flat_fraction * rows * cols))
+    flat = variance.argsort(dim=1)[:, :count]  # (N, count) indices of the flattest tiles
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        high = tiles(x - _gaussian_blur(x, sigma)).pow(2).mean(dim=-1)  # (N, P)
+        return high.gather(1, flat).mean(dim=1).float()
+
+    return energy(p), energy(t)

@@ -27,6 +27,7 @@ _COLUMNS = [
     ("fid", "FID"),
     ("kid", "KID x1e3"),
     ("patch_fid", "pFID"),
+    ("grain", "grain"),
     ("patch_kid", "pKID x1e3"),
     ("time_per_image_s", "s/image"),
     ("time_per_mp_s", "s/MP"),
@@ -56,7 +57,7 @@ def _cell(key: str, value: Any) -> str:
     if isinstance(value, str):
         return value
     formats = {
-        "psnr_y": "{:.2f}", "ssim_y": "{:.4f}", "lpips": "{:.4f}", "fid": "{:.2f}", "patch_fid": "{:.2f}",
+        "psnr_y": "{:.2f}", "ssim_y": "{:.4f}", "lpips": "{:.4f}", "fid": "{:.2f}", "patch_fid": "{:.2f}", "grain": "{:.2f}",
         "time_per_image_s": "{:.3g}", "time_per_mp_s": "{:.3g}", "peak_mem_mib": "{:.0f}",
     }  # fmt: skip
     if key in ("kid", "patch_kid"):

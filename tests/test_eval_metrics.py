@@ -165,3 +165,26 @@ def test_lpips_reports_why_it_is_unavailable():
         assert lpips.reason
         with pytest.raises(RuntimeError, match="unavailable"):
             lpips(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_flat_area_grain_closed_forms():
+    """Identical images: ratio 1. Noise added only on the flat half: the output's energy rises
+    there by the noise's high-pass energy; texture on the busy half does not count."""
+    from eval.metrics import flat_area_energies
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.full((1, 3, 64, 64), 0.5)
+    hr[..., :, 40:] += 0.2 * torch.rand(1, 1, 64, 24, generator=g)  # busy right part, flat left half (blur-safe)
+    out_same, hr_energy = flat_area_energies(hr, hr)
+    assert torch.allclose(out_same, hr_energy)
+    assert float(hr_energy[0]) < 1e-12  # a constant patch has no high-frequency energy
+    noisy = hr.clone()
+    noisy[..., :, :32] += 0.02 * torch.randn(1, 1, 64, 32, generator=g)
+    out_noisy, _ = flat_area_energies(noisy.clamp(0, 1), hr)
+    assert float(out_noisy[0]) > 1e-5
+    busy_only = hr.clone()
+    busy_only[..., :, 40:] += 0.05 * torch.randn(1, 1, 64, 24, generator=g)
+    out_busy, _ = flat_area_energies(busy_only.clamp(0, 1), hr)
+    assert float(out_busy[0]) < 1e-10  # the flattest quarter of tiles is all in the flat half
+    smoothed = flat_area_energies(hr, hr, patch=200)  # a patch larger than the image: one tile
+    assert smoothed[0].shape == (1,)

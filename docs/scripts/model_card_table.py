@@ -17,6 +17,8 @@ LABELS = {
     "psu:bp5": "PSU + 5 back-projection steps (no flow)",
     "flowup:euler:1:bp0": "flowup, Euler 1 step, no back-projection",
     "flowup:euler:1": "**flowup, Euler 1 step (default, 5 back-projection steps)**",
+    "realesrgan-compact-x2": "Real-ESRGAN compact x2 (realesr-animevideov3-x2, ncnn)",
+    "realesrgan-x4plus": "Real-ESRGAN x4plus (RRDBNet, ncnn; x4 then downsampled to x2)",
 }
 
 
@@ -31,18 +33,19 @@ def label(name: str) -> str:
 
 summary = json.load(open(sys.argv[1]))
 rows = {r["method"]: r for r in summary["methods"]}
-print("| method | PSNR-Y (dB) | SSIM-Y | FID | patch-FID | NFE | s/MP (CPU) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| method | PSNR-Y (dB) | SSIM-Y | FID | patch-FID | flat-area grain | NFE | s/MP (CPU) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, r in rows.items():
+    grain = f"{r['grain']:.2f}" if r.get("grain") is not None else "n/a"
     print(f"| {label(name)} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | {r['fid']:.2f} | {r['patch_fid']:.2f} "
-          f"| {int(r['nfe'])} | {r['time_per_mp_s']:.3g} |")
+          f"| {grain} | {int(r['nfe'])} | {r['time_per_mp_s']:.3g} |")
 bicubic, psu, default = rows["bicubic"], rows["psu"], rows["flowup:euler:1"]
 print()
 print(f"Default vs bicubic: patch-FID ratio {default['patch_fid'] / bicubic['patch_fid']:.2f} (bar: <= 0.70), "
       f"PSNR-Y {default['psnr_y'] - bicubic['psnr_y']:+.2f} dB (bar: >= -1.5 dB); patch-FID vs PSU "
       f"{default['patch_fid']:.2f} < {psu['patch_fid']:.2f}: {'yes' if default['patch_fid'] < psu['patch_fid'] else 'no'}. "
       f"{bicubic['patches']} patches.")
-for baseline in ("bicubic:bp5", "psu:bp5"):
+for baseline in ("bicubic:bp5", "psu:bp5", "realesrgan-compact-x2", "realesrgan-x4plus"):
     if baseline in rows:
         print(f"Default vs {label(baseline)}: patch-FID ratio {default['patch_fid'] / rows[baseline]['patch_fid']:.2f}, "
               f"FID {default['fid']:.2f} vs {rows[baseline]['fid']:.2f}, "
