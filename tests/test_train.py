@@ -219,3 +219,16 @@ def test_ddp_two_cpu_processes_on_gloo(workspace, tmp_path):
     assert "world_size=2" in proc.stderr + proc.stdout or "distributed_backend=gloo" in proc.stderr + proc.stdout
     ckpt = torch.load(tmp_path / "ddp" / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
+
+
+def test_python_dash_m_train_help_lists_every_command():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, cwd=root,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for command in ("prepare", "fit", "validate", "export"):
+        assert f"  {command}" in result.stdout
+    assert "Lightning" not in result.stderr

@@ -1,4 +1,4 @@
-"""``python -m train {fit,validate,prepare,export} ...``
+"""``python -m train {prepare,fit,validate,export} ...``
 
 - ``prepare``: encode crops of image folders into a latent cache (:mod:`train.latent_cache`);
 - ``fit`` / ``validate``: LightningCLI over :class:`train.module.FlowMatchingModule` and
@@ -12,8 +12,32 @@ from __future__ import annotations
 import sys
 
 
+USAGE = """\
+usage: python -m train COMMAND ...
+
+commands:
+  prepare    encode crops of image folders into a latent cache (train.latent_cache)
+  fit        train a flow model: LightningCLI, --config configs/train/<recipe>.yaml;
+             --ckpt_path last resumes a killed run
+  validate   run the validation loop of a recipe on a checkpoint
+  test, predict  LightningCLI's other subcommands (not used by the recipes)
+  export     a checkpoint's EMA weights -> a FlowUpPipeline folder (fp16 safetensors)
+
+examples:
+  python -m train prepare --images ../shared/data/train --out cache/taef2-x2-320
+  python -m train fit --config configs/train/cpu.yaml
+  python -m train export runs/taef2-x2-cpu/checkpoints/last.ckpt my-model/
+
+Run 'python -m train COMMAND --help' for a command's options (fit --help lists every YAML key).
+"""
+
+
 def main() -> None:
+    """Dispatch ``python -m train COMMAND``; no command or ``-h`` / ``--help`` prints the commands."""
     command = sys.argv[1] if len(sys.argv) > 1 else "--help"
+    if command in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     if command == "prepare":
         from train.prepare_cli import main as prepare_main
 

@@ -1,4 +1,4 @@
-"""Lightning module for the Coupling Flow Matching objective (DESIGN.md, arXiv 2312.07360).
+"""Lightning module for the Coupling Flow Matching objective (docs/method.md, arXiv 2312.07360).
 
 A batch holds cached latent pairs ``{"src": (N, C, s, s), "hr": (N, C, s, s)}``: the clean
 pixel-space-upsampled source (the conditioning) and the high-res target. The loss is
@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import lightning.pytorch as pl
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from flowup.codecs import Codec, load_codec
-from flowup.flow import flow_matching_loss, noise_source
+from flowup.flow import flow_matching_loss
 from flowup.models import FlowUNet
 from flowup.resample import upsample
-from flowup.solver import sample
 from train.latent_cache import residual_statistics
+
+if TYPE_CHECKING:
+    from flowup.pipeline import FlowUpPipeline
 
 __all__ = ["FlowMatchingModule", "flow_from_hparams"]
 
@@ -61,6 +63,10 @@ class FlowMatchingModule(pl.LightningModule):
         scale: the upscaling factor the model is trained for (stored in exports).
         codec: codec spec for validation decoding and export (``taef2``, a folder, or a hub id).
         val_steps: Euler step counts sampled at validation.
+        val_back_projection_steps: back-projection steps at validation (the shipped default: 5).
+
+    Validation runs :class:`~flowup.pipeline.FlowUpPipeline` itself (padding, tiling,
+    back-projection and all) on the (EMA) network, so its numbers are what an export ships.
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class FlowMatchingModule(pl.LightningModule):
         scale: int = 2,
         codec: str = "taef2",
         val_steps: tuple[int, ...] = (1, 4),
+        val_back_projection_steps: int = 5,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -143,26 +150,37 @@ class FlowMatchingModule(pl.LightningModule):
             codec.to(self.device)
         return codec
 
+    def inference_pipeline(self) -> "FlowUpPipeline":
+        """A FlowUpPipeline over this module's network (as it is now: EMA weights during
+        validation) and the validation codec, runtime ``torch``; what :mod:`train.export` would ship."""
+        from flowup.pipeline import FlowUpPipeline
+
+        pipe = FlowUpPipeline(flow=self.model, codec=self.codec, noise_alpha=float(self.hparams.noise_alpha),
+                              scale_factor=int(self.hparams.scale), default_num_inference_steps=1,
+                              default_back_projection_steps=int(self.hparams.get("val_back_projection_steps", 5)))  # fmt: skip
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     @torch.no_grad()
-    def upscale_latents(self, cond: torch.Tensor, num_steps: int, seed: int = 0) -> torch.Tensor:
-        """Sample high-res latents ``(N, C, h, w)`` from clean source latents with Euler steps."""
+    def upscale(self, lr_images: torch.Tensor, num_steps: int, seed: int = 0) -> torch.Tensor:
+        """Low-res images ``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, scale h, scale w)`` through the
+        pipeline (``num_steps`` Euler steps; 0 = the PSU source without the flow)."""
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(cond.shape, generator=generator).to(cond)
-        x0 = noise_source(cond, self.hparams.noise_alpha, noise=noise)
-        return sample(lambda x, t: self.model(x, t, cond), x0, num_steps=num_steps, method="euler").x1
+        pipe = self.inference_pipeline()
+        out = pipe(image=lr_images.float(), scale=int(self.hparams.scale), num_inference_steps=num_steps,
+                   solver="euler", generator=generator, output_type="pt", tile_size=0)  # fmt: skip
+        return out.images.to(lr_images.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         hr, lr_images = batch["hr_image"], batch["lr_image"]
-        src = upsample(lr_images, self.hparams.scale)
-        cond = self.codec.encode(src)
-        rows = [src]
+        rows = [upsample(lr_images, self.hparams.scale)]
         for steps in self.hparams.val_steps:
-            out = self.codec.decode(self.upscale_latents(cond, steps, seed=batch_idx)).float()
+            out = self.upscale(lr_images, steps, seed=batch_idx)
             self.log(f"val/psnr_{steps}step", peak_signal_noise_ratio(out, hr, data_range=1.0), batch_size=hr.shape[0])
             self.log(f"val/ssim_{steps}step", structural_similarity_index_measure(out, hr, data_range=1.0),
                      batch_size=hr.shape[0])  # fmt: skip
             rows.append(out)
-        psu = self.codec.decode(cond).float()
+        psu = self.upscale(lr_images, 0)
         self.log("val/psnr_psu", peak_signal_noise_ratio(psu, hr, data_range=1.0), batch_size=hr.shape[0])
         if batch_idx == 0:
             self._save_grid(torch.cat([*rows, hr], dim=-1))

@@ -34,7 +34,8 @@ def main() -> None:
     shards = sorted(Path(args.cache).glob("shard-*.safetensors"))
     pairs = load_file(str(shards[0]))
     hr, src = (pairs[k][: args.n].float() for k in ("hr", "src"))
-    side, size = hr.shape[-1], 32
+    side = hr.shape[-1]
+    size = min(32, side)
     lo = (side - size) // 2
     hr, src = hr[..., lo : lo + size, lo : lo + size], src[..., lo : lo + size, lo : lo + size]
     flow, hp = load_flow_from_checkpoint(args.checkpoint)
