@@ -226,8 +226,9 @@ class FlowUpPipeline(DiffusionPipeline):
         if runtime == "torch":
             return Networks(self.flow, self.codec.encoder_stages(), self.codec.decoder_stages())
         # Rebuilt when weights change in place (training), move, or torch's thread count changes.
+        # Inference tensors (weights loaded under torch.inference_mode) carry no version counter.
         key = (torch.get_num_threads(),) + tuple(
-            (p.data_ptr(), p._version) for m in (self.flow, self.codec) for p in m.parameters()
+            (p.data_ptr(), 0 if p.is_inference() else p._version) for m in (self.flow, self.codec) for p in m.parameters()
         )
         if runtime not in self._engines or self._engines[runtime][0] != key:
             if runtime == "onnx":

@@ -60,3 +60,15 @@ def test_auto_picks_bf16_where_the_cpu_has_amx(tiny_pipeline_dir, monkeypatch):
     half.set_runtime("torch-bf16")
     with pytest.raises(ValueError, match="torch-bf16.*float32"):
         half.active_runtime()
+
+
+@needs_bf16
+def test_loading_and_running_under_inference_mode(tiny_pipeline_dir):
+    """ComfyUI (and many servers) run everything under ``torch.inference_mode``: weights loaded
+    there are inference tensors, which have no version counter for the engine cache."""
+    with torch.inference_mode():
+        pipe = FlowUpPipeline.from_pretrained(tiny_pipeline_dir).set_runtime("torch-bf16")
+        image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        out = pipe(image=image, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+        again = pipe(image=image, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 3, 32, 32) and torch.equal(out, again)
