@@ -15,8 +15,9 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
 ``flowup[:SOLVER[:STEPS[:bpN]]]``  the shipped default model (or ``--model``); ``flowup:euler:4``,
                             ``flowup:dopri5``, ``flowup:euler:1:bp0`` (N back-projection steps,
                             :mod:`flowup.back_projection`), ``flowup:euler:1:bp5:d0.5`` (half the
-                            detail the flow adds: the pipeline's ``detail``); without arguments the
-                            model's defaults
+                            detail the flow adds: the pipeline's ``detail``), ``flowup:ibp5`` (x4:
+                            5 back-projection steps of the output onto the input itself); without
+                            arguments the model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
@@ -265,9 +266,20 @@ def _detail_arg(spec: MethodSpec) -> tuple[list[str], float]:
     return args, 1.0
 
 
-def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float]:
-    """``(solver, steps, back_projection_steps, detail)`` from ``:SOLVER[:STEPS[:bpN]][:dX]``, None
-    (detail: 1) where not given."""
+def _input_back_projection_arg(spec: MethodSpec) -> tuple[MethodSpec, int]:
+    """Split an ``ibpN`` argument (the pipeline's ``input_back_projection_steps``, x4) off the arguments."""
+    found = [a for a in spec.args if a.startswith("ibp")]
+    if not found:
+        return spec, 0
+    if len(found) > 1 or not found[0][3:].isdigit():
+        raise UnknownMethodError(f"{spec.text!r}: input back-projection must be one ibpN (N >= 0 steps)")
+    return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), int(found[0][3:])
+
+
+def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float, int]:
+    """``(solver, steps, back_projection_steps, detail, input_back_projection_steps)`` from
+    ``:SOLVER[:STEPS[:bpN]][:ibpN][:dX]``, None (detail: 1, ibp: 0) where not given."""
+    spec, input_back_projection = _input_back_projection_arg(spec)
     args, detail = _detail_arg(spec)
     if len(args) > 3:
         raise UnknownMethodError(f"{spec.text!r}: expected {spec.family}[@PATH][:SOLVER[:STEPS[:bpN]]][:dX]")
@@ -281,7 +293,7 @@ def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, 
             raise UnknownMethodError(f"{spec.text!r}: steps must be a positive integer, got {spec.args[1]!r}")
         steps = int(spec.args[1])
     back_projection = _back_projection_arg(spec.text, spec.args[2]) if len(spec.args) == 3 else None
-    return solver, steps, back_projection, detail
+    return solver, steps, back_projection, detail, input_back_projection
 
 
 class FlowUp(Method):
@@ -289,7 +301,9 @@ class FlowUp(Method):
 
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
-        self.solver, self.steps, self.back_projection_steps, self.detail = _solver_args(spec)
+        self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
+            _solver_args(spec)
+        )
         if pipeline is None:
             from flowup.pipeline import FlowUpPipeline, default_model_path
 
@@ -316,6 +330,7 @@ class FlowUp(Method):
             output_type="pt",
             back_projection_steps=self.back_projection_steps,
             detail=self.detail,
+            input_back_projection_steps=self.input_back_projection_steps,
         )
         self.nfe = int(out.nfe)
         return out.images.float()

@@ -264,6 +264,7 @@ class FlowUpPipeline(DiffusionPipeline):
         back_projection_steps: int | None = None,
         progress_callback: Callable[[float], None] | None = None,
         detail: float = 1.0,
+        input_back_projection_steps: int = 0,
     ) -> FlowUpPipelineOutput | tuple:
         r"""Upscale ``image`` (or ``latents``) by ``scale``.
 
@@ -293,6 +294,9 @@ class FlowUpPipeline(DiffusionPipeline):
                 ``latent = cond + detail * (x1 - cond)``; ``1`` = the flow's output (default), ``0`` =
                 the clean source (the PSU round trip, no added texture), in between = less texture
                 and less grain, up to ``2`` = more.
+            input_back_projection_steps: for ``scale=4``: back-projection steps of the final
+                output onto the call's own input, through the whole x4 downsampling, after each
+                stage's own (which only pins a stage to the previous stage's output); ``0`` = off.
             progress_callback: called as ``progress_callback(fraction)`` with the fraction of the
                 call's work done (0 to 1), tile by tile and stage by stage, weighted by cost: one
                 progress display covers one large image as well as a batch.
@@ -316,6 +320,8 @@ class FlowUpPipeline(DiffusionPipeline):
             back_projection_steps = self.config.get("default_back_projection_steps", 0)
         if not isinstance(back_projection_steps, int) or back_projection_steps < 0:
             raise ValueError(f"back_projection_steps must be an integer >= 0, got {back_projection_steps!r}")
+        if not isinstance(input_back_projection_steps, int) or input_back_projection_steps < 0:
+            raise ValueError(f"input_back_projection_steps must be an integer >= 0, got {input_back_projection_steps!r}")
 
         networks = self.networks()
         items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size, networks)
@@ -338,7 +344,7 @@ class FlowUpPipeline(DiffusionPipeline):
         results: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(items)  # type: ignore[list-item]
         nfe_total = 0
         for group in groups:
-            rgb = torch.stack([items[i].rgb for i in group])
+            rgb = lr = torch.stack([items[i].rgb for i in group])
             source_latent = None
             if items[group[0]].latent is not None:
                 source_latent = torch.stack([items[i].latent for i in group])
@@ -349,6 +355,8 @@ class FlowUpPipeline(DiffusionPipeline):
                 rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **options,
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
+            if stages > 1 and input_back_projection_steps:  # pin the final output to the call's input
+                rgb = back_project(rgb, lr.to(rgb), input_back_projection_steps)
             nfe_total = max(nfe_total, group_nfe)  # adaptive solvers: the most any image needed
             for k, i in enumerate(group):
                 results[i] = (rgb[k], latent[k])

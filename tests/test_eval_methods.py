@@ -152,3 +152,13 @@ def test_flowup_is_seeded(tiny_pipeline_dir, lr):
 def test_flowup_missing_model_folder_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_method(f"flowup@{tmp_path / 'missing'}", MethodContext())
+
+
+def test_flowup_x4_input_back_projection_spec(tiny_pipeline_dir, lr):
+    ctx = MethodContext(scale=4, device="cpu", model=str(tiny_pipeline_dir), runtime="torch")
+    method = build_method("flowup:euler:1:ibp3:d0.5", ctx)
+    assert (method.solver, method.steps, method.input_back_projection_steps, method.detail) == ("euler", 1, 3, 0.5)
+    assert method.upscale(lr, None).shape == (1, 3, 4 * lr.shape[-2], 4 * lr.shape[-1])
+    assert build_method("flowup", ctx).input_back_projection_steps == 0
+    with pytest.raises(UnknownMethodError, match="ibpN"):
+        build_method("flowup:ibpx", ctx)

@@ -314,3 +314,21 @@ def test_detail_scales_what_the_flow_adds(tiny_pipeline):
     for bad in (-0.1, 2.5, float("nan")):
         with pytest.raises(ValueError, match="detail"):
             tiny_pipeline(image=image, detail=bad)
+
+
+def test_input_back_projection_pins_an_x4_output_to_the_call_input():
+    from flowup.back_projection import low_res_error
+
+    pipe = make_tiny_pipeline(default_back_projection_steps=2)
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+
+    def run(**kwargs):
+        return pipe(image=image, output_type="pt", generator=torch.Generator().manual_seed(0), **kwargs).images
+
+    plain, pinned = run(scale=4), run(scale=4, input_back_projection_steps=10)
+    assert pinned.shape == plain.shape == (1, 3, 48, 64)
+    assert low_res_error(pinned, image).abs().mean() < 0.7 * low_res_error(plain, image).abs().mean()
+    assert torch.equal(run(scale=4, input_back_projection_steps=0), plain)
+    assert torch.equal(run(scale=2, input_back_projection_steps=10), run(scale=2))  # one stage: nothing to add
+    with pytest.raises(ValueError, match="input_back_projection_steps"):
+        run(scale=4, input_back_projection_steps=-1)
