@@ -1,4 +1,4 @@
-"""The ``flowup`` command line: ``flowup upscale``, ``flowup generate``, ``flowup export-onnx``.
+"""The ``flowup`` command line: ``flowup upscale``, ``flowup generate``, ``flowup export-onnx``, ``flowup demo``.
 
 One module per subcommand (:mod:`flowup.cli.upscale`, :mod:`flowup.cli.generate`,
 :mod:`flowup.cli.export_onnx`), each with a ``register(subparsers)`` and a ``run(args) -> int``;
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowup.cli import export_onnx, generate, upscale
+from flowup.cli import demo, export_onnx, generate, upscale
 from flowup.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, print_error, terminate_as_interrupt
 
 __all__ = ["main", "build_parser"]
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     upscale.register(subparsers)
     generate.register(subparsers)
     export_onnx.register(subparsers)
+    demo.register(subparsers)
     return parser
 
 
