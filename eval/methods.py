@@ -252,7 +252,7 @@ def read_training_cost(folder: str | Path) -> dict | None:
         raise ValueError(f"{path}: unreadable training.json ({err})") from None
 
 
-def _detail_arg(spec: MethodSpec) -> tuple[list[str], float]:
+def _detail_arg(spec: MethodSpec) -> tuple[list[str], float | None]:
     """Split a trailing ``dX`` (the pipeline's ``detail``, 0 to 2) off the arguments."""
     args = list(spec.args)
     if args and args[-1].startswith("d") and args[-1] not in SOLVERS:
@@ -263,7 +263,7 @@ def _detail_arg(spec: MethodSpec) -> tuple[list[str], float]:
         if not 0 <= detail <= 2:
             raise UnknownMethodError(f"{spec.text!r}: detail must be in [0, 2], got {detail}")
         return args[:-1], detail
-    return args, 1.0
+    return args, None  # the pipeline's default
 
 
 def _input_back_projection_arg(spec: MethodSpec) -> tuple[MethodSpec, int]:
@@ -276,9 +276,9 @@ def _input_back_projection_arg(spec: MethodSpec) -> tuple[MethodSpec, int]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), int(found[0][3:])
 
 
-def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float, int]:
+def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float | None, int]:
     """``(solver, steps, back_projection_steps, detail, input_back_projection_steps)`` from
-    ``:SOLVER[:STEPS[:bpN]][:ibpN][:dX]``, None (detail: 1, ibp: 0) where not given."""
+    ``:SOLVER[:STEPS[:bpN]][:ibpN][:dX]``, None (ibp: 0) where not given."""
     spec, input_back_projection = _input_back_projection_arg(spec)
     args, detail = _detail_arg(spec)
     if len(args) > 3:

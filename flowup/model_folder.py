@@ -29,7 +29,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
 # every model trained here; the paper's step 400 of 1000 would be flowup.flow.alpha_bar_at(400) ~ 0.654.
 DEFAULT_NOISE_ALPHA = 0.9
 _CONFIG_KEYS = ("noise_alpha", "scale_factor", "default_num_inference_steps", "default_solver", "codec_spec",
-                "default_back_projection_steps")  # fmt: skip
+                "default_back_projection_steps", "default_cascade_detail")  # fmt: skip
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -53,6 +53,7 @@ def check_config(
     default_solver: Any = "euler",
     default_back_projection_steps: Any = 0,
     codec_spec: Any = None,
+    default_cascade_detail: Any = 1.0,
 ) -> None:
     """Raise ValueError naming the first bad value of a pipeline config (NaN, negative steps ...)."""
 
@@ -69,6 +70,9 @@ def check_config(
         raise ValueError(f"default_num_inference_steps must be an integer >= 1, got {default_num_inference_steps!r}")
     if not is_int(default_back_projection_steps) or default_back_projection_steps < 0:
         raise ValueError(f"default_back_projection_steps must be an integer >= 0, got {default_back_projection_steps!r}")
+    if isinstance(default_cascade_detail, bool) or not isinstance(default_cascade_detail, (int, float)) \
+            or not 0 <= default_cascade_detail <= 2:  # fmt: skip
+        raise ValueError(f"default_cascade_detail must be a number in [0, 2], got {default_cascade_detail!r}")
     if codec_spec is not None and not isinstance(codec_spec, str):
         raise ValueError(f"codec_spec must be a string, got {codec_spec!r}")
 

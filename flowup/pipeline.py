@@ -157,11 +157,13 @@ class FlowUpPipeline(DiffusionPipeline):
         default_solver: str = "euler",
         codec_spec: str | None = None,
         default_back_projection_steps: int = 0,
+        default_cascade_detail: float = 1.0,
     ):
         super().__init__()
         check_config(noise_alpha=noise_alpha, scale_factor=scale_factor, default_solver=default_solver,
                      default_num_inference_steps=default_num_inference_steps,
-                     default_back_projection_steps=default_back_projection_steps)  # fmt: skip
+                     default_back_projection_steps=default_back_projection_steps,
+                     default_cascade_detail=default_cascade_detail)  # fmt: skip
         skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
@@ -175,6 +177,7 @@ class FlowUpPipeline(DiffusionPipeline):
             default_solver=default_solver,
             codec_spec=codec_spec,
             default_back_projection_steps=default_back_projection_steps,
+            default_cascade_detail=float(default_cascade_detail),
         )
 
     # ----------------------------------------------------------------------------------------
@@ -263,7 +266,7 @@ class FlowUpPipeline(DiffusionPipeline):
         latent_upsample: str = "pixel",
         back_projection_steps: int | None = None,
         progress_callback: Callable[[float], None] | None = None,
-        detail: float = 1.0,
+        detail: float | None = None,
         input_back_projection_steps: int = 0,
     ) -> FlowUpPipelineOutput | tuple:
         r"""Upscale ``image`` (or ``latents``) by ``scale``.
@@ -291,9 +294,11 @@ class FlowUpPipeline(DiffusionPipeline):
             back_projection_steps: low-res consistency steps after each x2 stage
                 (:func:`flowup.back_projection.back_project`); ``0`` = off; default from the config.
             detail: how much of the detail the flow adds to its source to keep, per stage:
-                ``latent = cond + detail * (x1 - cond)``; ``1`` = the flow's output (default), ``0`` =
-                the clean source (the PSU round trip, no added texture), in between = less texture
-                and less grain, up to ``2`` = more.
+                ``latent = cond + detail * (x1 - cond)``; ``1`` = the flow's output, ``0`` = the
+                clean source (the PSU round trip, no added texture), in between = less texture and
+                less grain, up to ``2`` = more. Default (``None``): 1 at x2; at x4 the config's
+                ``default_cascade_detail`` (0.5 for the shipped model: a second stage amplifies the
+                first one's texture, docs/upscale.md).
             input_back_projection_steps: for ``scale=4``: back-projection steps of the final
                 output onto the call's own input, through the whole x4 downsampling, after each
                 stage's own (which only pins a stage to the previous stage's output); ``0`` = off.
@@ -326,6 +331,8 @@ class FlowUpPipeline(DiffusionPipeline):
         networks = self.networks()
         items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size, networks)
         generators = _per_image_generators(generator, len(items))
+        if detail is None:  # x2: the flow's output; x4 (two stages): the model's measured cascade setting
+            detail = 1.0 if stages == 1 else self.config.get("default_cascade_detail", 1.0)
         if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail <= 2:
             raise ValueError(f"detail must be a number in [0, 2], got {detail!r}")
         options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap, detail=float(detail),

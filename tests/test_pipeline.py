@@ -332,3 +332,18 @@ def test_input_back_projection_pins_an_x4_output_to_the_call_input():
     assert torch.equal(run(scale=2, input_back_projection_steps=10), run(scale=2))  # one stage: nothing to add
     with pytest.raises(ValueError, match="input_back_projection_steps"):
         run(scale=4, input_back_projection_steps=-1)
+
+
+def test_cascade_detail_is_the_x4_default_and_x2_is_untouched():
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(1))
+    plain, damped = make_tiny_pipeline(), make_tiny_pipeline(default_cascade_detail=0.5)
+
+    def run(pipe, **kwargs):
+        return pipe(image=image, output_type="pt", generator=torch.Generator().manual_seed(0), **kwargs).images
+
+    assert torch.equal(run(damped, scale=4), run(plain, scale=4, detail=0.5))
+    assert not torch.equal(run(damped, scale=4), run(plain, scale=4))
+    assert torch.equal(run(damped, scale=2), run(plain, scale=2))  # x2: detail 1 unless asked
+    assert torch.equal(run(damped, scale=4, detail=1.0), run(plain, scale=4))  # an explicit value wins
+    with pytest.raises(ValueError, match="default_cascade_detail"):
+        make_tiny_pipeline(default_cascade_detail=3.0)

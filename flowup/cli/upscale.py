@@ -81,9 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="low-res consistency steps after each 2x stage: pull the output's colours and "
                         "tones back to the input's (downsample(output) = input); 0 = off "
                         "(default: the model's own setting)")
-    p.add_argument("--detail", type=detail_float, default=1.0, metavar="X",
-                   help="how much of the texture the flow adds to keep: 1 = all (default), 0 = none (the clean "
-                        "codec round trip of the bicubic upsample: no added grain), up to 2 = more")
+    p.add_argument("--detail", type=detail_float, default=None, metavar="X",
+                   help="how much of the texture the flow adds to keep, per x2 stage: 1 = all, 0 = none (the "
+                        "clean codec round trip of the bicubic upsample: no added grain), up to 2 = more "
+                        "(default: the model's: 1 at x2, 0.5 at x4 for the shipped model)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed, 0 to 2**64-1; same seed, same output (default: 0)")
     p.add_argument("--tile", type=non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
