@@ -120,9 +120,10 @@ class FlowUpUpscale:
                                              "bicubic upsample). The packaged model is trained for 1."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX,
                                  "tooltip": "Noise seed; image i of the batch uses seed + i."}),
-                "detail": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                                     "tooltip": "How much of the detail the flow adds to keep: 0 = none (smooth), "
-                                                "1 = the model's output, 2 = twice as much."}),
+                "detail": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 2.0, "step": 0.05,
+                                     "tooltip": "How much of the detail the flow adds to keep, per x2 stage: 0 = none "
+                                                "(smooth), 1 = the model's output, 2 = twice as much; -1 = the model's "
+                                                "default for the scale (shipped model: 1 at x2, 0.5 at x4)."}),
                 "back_projection": ("INT", {"default": DEFAULT_BACK_PROJECTION, "min": 0, "max": 50,
                                             "tooltip": "Consistency steps onto the low-res input after each x2 "
                                                        "stage; 0 = off."}),
@@ -136,7 +137,7 @@ class FlowUpUpscale:
         scale: int = 2,
         steps: int = DEFAULT_STEPS,
         seed: int = 0,
-        detail: float = 1.0,
+        detail: float = -1.0,
         back_projection: int = DEFAULT_BACK_PROJECTION,
     ) -> tuple[torch.Tensor]:
         """``image`` ``(B, H, W, C)`` float, C in (1, 3, 4) -> ``((B, scale H, scale W, 3 or 4),)``
@@ -161,7 +162,7 @@ class FlowUpUpscale:
                 generator=generators,
                 output_type="pt",
                 back_projection_steps=back_projection,
-                detail=detail,
+                detail=None if detail < 0 else detail,  # -1: the pipeline's default at this scale
                 progress_callback=progress,
             )
         if progress is not None:

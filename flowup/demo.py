@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from flowup.pipeline import FlowUpPipeline
 
 __all__ = ["GRADIO_MISSING", "MAX_OUTPUT_PIXELS", "DemoResult", "build_demo", "launch", "require_gradio",
-           "upscale_image", "warm_up"]  # fmt: skip
+           "default_detail", "upscale_image", "warm_up"]  # fmt: skip
 
 GRADIO_MISSING = 'the demo needs gradio: pip install "flowup[demo]"'
 MAX_OUTPUT_PIXELS = 4096 * 4096  # refuse uploads whose output would be larger (use flowup upscale for those)
@@ -93,7 +93,7 @@ def upscale_image(
     image: str | Path | PIL.Image.Image,
     scale: int = 2,
     steps: int | None = None,
-    detail: float = 1.0,
+    detail: float | None = None,
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: Callable[[float], None] | None = None,
@@ -103,7 +103,7 @@ def upscale_image(
     into ``out_dir`` (default: a new temporary folder), named ``<input stem>_x<scale>.png``.
 
     ``steps``: ODE steps per x2 stage (``None``: the model's default; ``0``: no flow). ``detail``:
-    the pipeline's ``detail`` (0-2). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
+    the pipeline's ``detail`` (0-2; ``None``: the model's default at ``scale``). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
     for unreadable files) with a one-line message for bad inputs or settings.
     """
     import PIL.Image
@@ -172,6 +172,8 @@ def _check_settings(pipe: FlowUpPipeline, scale, steps, detail, seed) -> tuple[i
         steps = int(steps)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 1000:
         raise ValueError(f"steps must be an integer from 0 to 1000, got {steps!r}")
+    if detail is None or detail == "":
+        detail = default_detail(pipe, scale)
     try:
         detail = float(detail)
     except (TypeError, ValueError):
@@ -273,7 +275,15 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
                 download = gr.DownloadButton("Download PNG", visible=False, elem_id="flowup-download")
         button.click(run, inputs=[image, scale, steps, detail, seed], outputs=[*outputs, timing, download],
                      api_name="upscale", concurrency_limit=1)  # fmt: skip
+        # The slider follows the model's default detail for the chosen scale (x4: default_cascade_detail).
+        scale.change(lambda chosen: default_detail(pipe, chosen), inputs=scale, outputs=detail, api_name=False)
     return demo
+
+
+def default_detail(pipe: FlowUpPipeline, scale: int) -> float:
+    """The pipeline's default ``detail`` at ``scale``: 1 for one x2 stage, the model's
+    ``default_cascade_detail`` when the model runs twice."""
+    return 1.0 if int(scale) == int(pipe.config.scale_factor) else float(pipe.config.get("default_cascade_detail", 1.0))
 
 
 def _as_int(value):

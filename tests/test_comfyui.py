@@ -286,3 +286,12 @@ def test_example_workflow_is_valid_and_runs(model, tiny_pipeline_dir, tmp_path):
             results[node_id] = run_node(NODE_CLASS_MAPPINGS[node["class_type"]], **inputs)
     (image,) = saved
     assert image.shape == (1, 32, 32, 3) and 0 <= image.min() and image.max() <= 1
+
+
+def test_detail_default_is_the_models_default_for_the_scale(model):
+    image = comfy_image()
+    for scale in (2, 4):
+        (default,) = run_node(FlowUpUpscale, model=model, image=image, scale=scale)
+        expected = 1.0 if scale == 2 else model.config.get("default_cascade_detail", 1.0)
+        (explicit,) = run_node(FlowUpUpscale, model=model, image=image, scale=scale, detail=expected)
+        assert torch.equal(default, explicit)

@@ -140,6 +140,16 @@ def test_upscale_image_x4_alpha_and_defaults(tiny_pipe, tmp_path):
                            out_dir=tmp_path)  # fmt: skip
     assert result.image.size == (36, 28) and result.image.mode == "RGBA" and result.before.mode == "RGBA"
     assert result.steps == tiny_pipe.config.default_num_inference_steps and result.nfe == 2 * result.steps
+    assert result.detail == tiny_pipe.config.get("default_cascade_detail", 1.0)  # x4: the model's cascade default
+
+
+def test_detail_slider_default_follows_the_scale():
+    from flowup.demo import default_detail
+
+    from conftest import make_tiny_pipeline
+
+    pipe = make_tiny_pipeline(default_cascade_detail=0.5)
+    assert default_detail(pipe, 2) == 1.0 and default_detail(pipe, 4) == 0.5
 
 
 @pytest.mark.parametrize(
