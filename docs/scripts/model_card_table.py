@@ -38,8 +38,10 @@ def label(name: str) -> str:
     if name in LABELS:
         return LABELS[name]
     if name.startswith("flowup:euler:"):
-        steps = name.split(":")[2]
-        return f"flowup, Euler {steps} step{'s' if steps != '1' else ''}"
+        parts = name.split(":")
+        steps, details = parts[2], [p[1:] for p in parts[3:] if p.startswith("d")]
+        detail = f", detail {details[0]}" if details else ""
+        return f"flowup, Euler {steps} step{'s' if steps != '1' else ''}{detail}"
     return name
 
 
