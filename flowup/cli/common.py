@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "RunError", "one_line",
-    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "resolve_device", "resolve_dtype",
+    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "port_int", "resolve_device", "resolve_dtype",
     "is_out_of_memory", "terminate_as_interrupt", "print_error", "DEVICE_HELP",
 ]  # fmt: skip
 
@@ -87,6 +87,14 @@ def detail_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value <= 2:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def port_int(text: str) -> int:
+    """argparse type: a TCP port, 1 .. 65535."""
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {text}")
     return value
 
 

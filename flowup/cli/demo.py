@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowup.cli.common import DEVICE_HELP, EXIT_OK, UsageError
+from flowup.cli.common import DEVICE_HELP, EXIT_OK, UsageError, port_int
 
 __all__ = ["register", "run"]
 
@@ -42,19 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = all interfaces)")  # fmt: skip
-    p.add_argument("--port", type=_port, metavar="N", help="port (default: 7860, or the next free one)")
+    p.add_argument("--port", type=port_int, metavar="N", help="port (default: 7860, or the next free one)")
     p.set_defaults(func=run, prog_name="flowup", dtype="auto", runtime="auto", threads=None)
     return p
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
