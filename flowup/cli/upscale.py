@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from flowup.cli.common import (
@@ -135,7 +135,6 @@ class _Summary:
     skipped: int = 0
     failed: int = 0
     megapixels: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def _link_problem(path: Path) -> str | None:
@@ -449,5 +448,4 @@ def _oom_message(job: Job, args: argparse.Namespace, err: BaseException) -> str:
 
 def _fail(summary: _Summary, message: str, bar) -> None:
     summary.failed += 1
-    summary.errors.append(message)
     bar.write(f"flowup: error: {message}", file=sys.stderr)
