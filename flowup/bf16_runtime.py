@@ -23,7 +23,7 @@ from torch import nn
 from flowup.codecs import CodecStages
 from flowup.engine_support import cpu_float32_split_reason
 
-__all__ = ["Bf16Engine", "bf16_unavailable_reason", "cpu_has_amx"]
+__all__ = ["Bf16Engine", "bf16_codec_stages", "bf16_unavailable_reason", "cpu_has_amx"]
 
 
 def cpu_has_amx() -> bool:
@@ -57,19 +57,24 @@ def _autocast(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     return run
 
 
+def bf16_codec_stages(codec: nn.Module) -> tuple[CodecStages, CodecStages]:
+    """The encoder and decoder stages of a ``channels_last`` copy of ``codec`` in bfloat16
+    (float32 tensors in and out; for :func:`flowup.tiling.encode_tiled` / ``decode_tiled``)."""
+    codec = copy.deepcopy(codec).eval().to(memory_format=torch.channels_last)
+    enc, dec = codec.encoder_stages(), codec.decoder_stages()
+    if enc is None or dec is None:
+        raise ValueError(f"codec {type(codec).__name__} has no local / image-wide split")
+    return (CodecStages(_autocast(enc.local), _autocast(enc.image_wide), enc.local_radius),
+            CodecStages(_autocast(dec.local), _autocast(dec.image_wide), dec.local_radius))  # fmt: skip
+
+
 class Bf16Engine:
     """``velocity(x_t, t, cond)`` and the codec stages (:class:`~flowup.codecs.CodecStages`) run
     in bfloat16 on the CPU. Tensors in and out are float32 CPU tensors, ``(N, C, h, w)``."""
 
     def __init__(self, flow: nn.Module, codec: nn.Module):
-        cl = torch.channels_last
-        self.flow = copy.deepcopy(flow).eval().to(memory_format=cl)
-        self.codec = copy.deepcopy(codec).eval().to(memory_format=cl)
-        enc, dec = self.codec.encoder_stages(), self.codec.decoder_stages()
-        if enc is None or dec is None:
-            raise ValueError(f"codec {type(codec).__name__} has no local / image-wide split")
-        self.encoder_stages = CodecStages(_autocast(enc.local), _autocast(enc.image_wide), enc.local_radius)
-        self.decoder_stages = CodecStages(_autocast(dec.local), _autocast(dec.image_wide), dec.local_radius)
+        self.flow = copy.deepcopy(flow).eval().to(memory_format=torch.channels_last)
+        self.encoder_stages, self.decoder_stages = bf16_codec_stages(codec)
         self._velocity = _autocast(self.flow)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:

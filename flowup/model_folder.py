@@ -1,7 +1,8 @@
 """A flowup model folder on disk, and how :class:`~flowup.pipeline.FlowUpPipeline` saves and loads it.
 
 Layout (diffusers' pipeline layout): ``model_index.json`` (the pipeline config and its components),
-``flow/`` (the velocity network: ``config.json`` + safetensors) and, unless the codec is the
+``flow/`` (the velocity network: ``config.json`` + safetensors), optionally ``cascade_flow/`` (the
+network of the later stages of a x4 / x8 cascade, trained on the first stage's outputs) and, unless the codec is the
 standard TAEF2 (recorded as ``codec_spec: "taef2"`` and rebuilt from the packaged weights),
 ``codec/``. Loading imports component classes only from ``flowup`` or ``diffusers`` (a folder
 cannot make flowup run other code) and checks the config before reading any weights.
@@ -97,6 +98,9 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
         return cast_module(copy.deepcopy(module), torch_dtype) if torch_dtype is not None else module
 
     prepared(pipe.flow).save_pretrained(folder / "flow", safe_serialization=True, **kwargs)
+    cascade_flow = getattr(pipe, "cascade_flow", None)
+    if cascade_flow is not None:
+        prepared(cascade_flow).save_pretrained(folder / "cascade_flow", safe_serialization=True, **kwargs)
     index = dict(pipe.config)
     for key in ("_name_or_path", "_module"):
         index.pop(key, None)
@@ -104,6 +108,10 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
     index["_diffusers_version"] = diffusers.__version__
     index["codec_spec"] = codec_spec
     index["flow"] = list(_library_and_class(pipe.flow))
+    if cascade_flow is not None:
+        index["cascade_flow"] = list(_library_and_class(cascade_flow))
+    else:
+        index.pop("cascade_flow", None)
     if save_codec:
         prepared(pipe.codec).save_pretrained(folder / "codec", safe_serialization=True, **kwargs)
         index["codec"] = list(_library_and_class(pipe.codec))
@@ -114,8 +122,9 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
 
 def load_model_folder(
     path: str | Path, codec: torch.nn.Module | None = None, torch_dtype: torch.dtype | None = None, **kwargs: Any
-) -> tuple[Path, dict[str, Any], torch.nn.Module, torch.nn.Module]:
-    """Read a model folder (or a hub id, downloaded by diffusers): ``(folder, config, flow, codec)``.
+) -> tuple[Path, dict[str, Any], torch.nn.Module, torch.nn.Module, torch.nn.Module | None]:
+    """Read a model folder (or a hub id, downloaded by diffusers):
+    ``(folder, config, flow, codec, cascade_flow)`` (``cascade_flow`` None where it has none).
 
     Raises :class:`ModelNotFoundError` for a missing folder or component, ValueError for a bad
     config (checked before any weights are read)."""
@@ -149,6 +158,10 @@ def load_model_folder(
     except ValueError as err:
         raise ValueError(f"{index_path}: {err}") from None
     flow = _load_component(folder, "flow", index.get("flow"), torch_dtype)
+    cascade_entry = index.get("cascade_flow")
+    cascade_flow = None
+    if cascade_entry and cascade_entry[0] is not None:
+        cascade_flow = _load_component(folder, "cascade_flow", cascade_entry, torch_dtype)
     if codec is None:
         library, class_name = index.get("codec") or (None, None)
         if library is not None and (folder / "codec").is_dir():
@@ -159,7 +172,7 @@ def load_model_folder(
             raise ModelNotFoundError(f"{folder}: no codec/ folder and no codec_spec in model_index.json")
     if torch_dtype is not None:
         codec = cast_module(codec, torch_dtype)
-    return folder, params, flow.eval(), codec.eval()
+    return folder, params, flow.eval(), codec.eval(), cascade_flow
 
 
 def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

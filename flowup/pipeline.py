@@ -13,7 +13,9 @@ One x2 stage (docs/method.md, "Inference"):
 5. ``back_projection_steps`` steps of low-res consistency (:mod:`flowup.back_projection`): the
    output's low frequencies are pulled back to the input's, ``downsample(out) ~= x_lr``.
 
-``scale=4`` runs the x2 stage twice, the second on the first stage's output image. Latent inputs
+``scale=4`` runs the x2 stage twice, the second on the first stage's output image (``scale=8``:
+three times); the later stages run the model's ``cascade_flow`` where it has one (a network
+trained on the first stage's outputs), else ``flow`` again. Latent inputs
 (``latents=``, of this pipeline's codec) are decoded with the codec and then take the same path;
 ``latent_upsample="bilinear"`` instead upsamples the latent directly as the first stage's source
 (the paper's weaker "LSU" source, for base models that hand over latents of the same codec).
@@ -114,8 +116,10 @@ class _WorkProgress:
 class FlowUpPipeline(DiffusionPipeline):
     r"""Flow-matching latent upscaler (Coupling Flow Matching, arXiv 2312.07360).
 
-    Components: ``flow`` (:class:`~flowup.FlowUNet`, the velocity model ``v(x_t, t, cond)``) and
-    ``codec`` (a :class:`~flowup.codecs.Codec`, TAEF2 by default). Config: ``noise_alpha`` (the
+    Components: ``flow`` (:class:`~flowup.FlowUNet`, the velocity model ``v(x_t, t, cond)``),
+    ``codec`` (a :class:`~flowup.codecs.Codec`, TAEF2 by default) and optionally ``cascade_flow``
+    (the velocity model of the second and later x2 stages of ``scale`` 4 / 8, trained on the
+    first stage's outputs: ``python -m train prepare --source-model``). Config: ``noise_alpha`` (the
     source's noise augmentation ``a``), ``scale_factor`` (2: one stage), the default number of
     steps, solver and back-projection steps, and ``codec_spec`` (how to rebuild a codec that is
     not saved in the folder, e.g. ``"taef2"``).
@@ -133,7 +137,7 @@ class FlowUpPipeline(DiffusionPipeline):
         out.images[0].save("out.png")
     """
 
-    _optional_components = ["codec"]
+    _optional_components = ["codec", "cascade_flow"]
 
     def enable_model_cpu_offload(self, *args: Any, **kwargs: Any) -> None:
         """Not supported: the codec runs through ``encode`` / ``decode`` (and engines), which
@@ -158,6 +162,7 @@ class FlowUpPipeline(DiffusionPipeline):
         codec_spec: str | None = None,
         default_back_projection_steps: int = 0,
         default_cascade_detail: float = 1.0,
+        cascade_flow: torch.nn.Module | None = None,
     ):
         super().__init__()
         check_config(noise_alpha=noise_alpha, scale_factor=scale_factor, default_solver=default_solver,
@@ -167,9 +172,15 @@ class FlowUpPipeline(DiffusionPipeline):
         skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
-        self.register_modules(flow=flow, codec=codec)
+        if cascade_flow is not None:
+            cascade_alpha = getattr(getattr(cascade_flow, "config", None), "skip_noise_alpha", None)
+            if cascade_alpha is not None and abs(float(cascade_alpha) - float(noise_alpha)) > 1e-6:
+                raise ValueError(f"noise_alpha {noise_alpha} differs from the one the cascade flow's Gaussian skip assumes ({cascade_alpha})")
+            if getattr(cascade_flow, "size_multiple", 1) != getattr(flow, "size_multiple", 1):
+                raise ValueError("the cascade flow must take the same latent sizes as the flow (same size_multiple)")
+        self.register_modules(flow=flow, codec=codec, cascade_flow=cascade_flow)
         self._runtime = "torch"
-        self._engines: dict[str, tuple] = {}  # runtime -> (state key, engine) once built
+        self._engines: dict[tuple[str, str], tuple] = {}  # (runtime, flow name) -> (state key, engine) once built
         self.register_to_config(
             noise_alpha=float(noise_alpha),
             scale_factor=int(scale_factor),
@@ -222,28 +233,32 @@ class FlowUpPipeline(DiffusionPipeline):
             return "torch-bf16"
         return "onnx" if self._unavailable_reason("onnx") is None else "torch"
 
-    def networks(self) -> Networks:
-        """The velocity and codec stages a call runs now (torch modules, their bfloat16 copies or
-        ONNX Runtime sessions)."""
+    def networks(self, stage: int = 0) -> Networks:
+        """The velocity and codec stages that x2 stage ``stage`` (0 = the first) of a call runs
+        now (torch modules, their bfloat16 copies or ONNX Runtime sessions): later stages run
+        ``cascade_flow`` where the model has one, else ``flow``."""
+        name = "cascade_flow" if stage > 0 and self.cascade_flow is not None else "flow"
+        flow = getattr(self, name)
         runtime = self.active_runtime()
         if runtime == "torch":
-            return Networks(self.flow, self.codec.encoder_stages(), self.codec.decoder_stages())
+            return Networks(flow, self.codec.encoder_stages(), self.codec.decoder_stages())
         # Rebuilt when weights change in place (training), move, or torch's thread count changes.
         # Inference tensors (weights loaded under torch.inference_mode) carry no version counter.
         key = (torch.get_num_threads(),) + tuple(
-            (p.data_ptr(), 0 if p.is_inference() else p._version) for m in (self.flow, self.codec) for p in m.parameters()
+            (p.data_ptr(), 0 if p.is_inference() else p._version) for m in (flow, self.codec) for p in m.parameters()
         )
-        if runtime not in self._engines or self._engines[runtime][0] != key:
+        slot = (runtime, name)
+        if slot not in self._engines or self._engines[slot][0] != key:
             if runtime == "onnx":
                 from flowup.onnx_runtime import load_engine
 
-                engine = load_engine(self.flow, self.codec)
+                engine = load_engine(flow, self.codec)
             else:
                 from flowup.bf16_runtime import Bf16Engine
 
-                engine = Bf16Engine(self.flow, self.codec)
-            self._engines[runtime] = (key, engine)
-        engine = self._engines[runtime][1]
+                engine = Bf16Engine(flow, self.codec)
+            self._engines[slot] = (key, engine)
+        engine = self._engines[slot][1]
         return Networks(engine.velocity, engine.encoder_stages, engine.decoder_stages)
 
     # ----------------------------------------------------------------------------------------
@@ -276,7 +291,8 @@ class FlowUpPipeline(DiffusionPipeline):
                 greyscale comes back greyscale), a list of them, or float tensors ``(N, 3, h, w)``
                 / ``(3, h, w)`` in [0, 1] (1-channel tensors are treated as greyscale).
             latents: instead of ``image``, low-res latents ``(N, C, h, w)`` of this codec.
-            scale: 2, or 4 (the x2 model applied twice).
+            scale: 2, 4 or 8 (the x2 stage once, twice or three times; stages after the first
+                run ``cascade_flow`` where the model has one).
             num_inference_steps: ODE steps per stage (fixed-step solvers); default from the config.
                 ``0``: no flow, the codec round trip of the upsampled input (the PSU baseline).
             solver: ``euler``, ``midpoint``, ``rk4`` or ``dopri5``; default from the config.
@@ -299,7 +315,7 @@ class FlowUpPipeline(DiffusionPipeline):
                 less grain, up to ``2`` = more. Default (``None``): 1 at x2; at x4 the config's
                 ``default_cascade_detail`` (0.5 for the shipped model: a second stage amplifies the
                 first one's texture, docs/upscale.md).
-            input_back_projection_steps: for ``scale=4``: back-projection steps of the final
+            input_back_projection_steps: for ``scale`` 4 or 8: back-projection steps of the final
                 output onto the call's own input, through the whole x4 downsampling, after each
                 stage's own (which only pins a stage to the previous stage's output); ``0`` = off.
             progress_callback: called as ``progress_callback(fraction)`` with the fraction of the
@@ -359,7 +375,8 @@ class FlowUpPipeline(DiffusionPipeline):
             group_nfe, latent = 0, None
             for stage in range(stages):
                 pixels = sum(items[i].rgb[0].numel() for i in group) * 4 ** (stage + 1)
-                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **options,
+                stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage)}
+                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **stage_options,
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
             if stages > 1 and input_back_projection_steps:  # pin the final output to the call's input
@@ -560,8 +577,9 @@ class FlowUpPipeline(DiffusionPipeline):
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        folder, params, flow, codec = load_model_folder(pretrained_model_name_or_path, codec, torch_dtype, **kwargs)
-        pipe = cls(flow=flow, codec=codec, **params)
+        folder, params, flow, codec, cascade_flow = load_model_folder(pretrained_model_name_or_path, codec, torch_dtype,
+                                                                      **kwargs)  # fmt: skip
+        pipe = cls(flow=flow, codec=codec, cascade_flow=cascade_flow, **params)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe.set_runtime(runtime)
 
@@ -572,8 +590,8 @@ class FlowUpPipeline(DiffusionPipeline):
 
 def _num_stages(scale: int, factor: int) -> int:
     stages = round(math.log(scale, factor)) if isinstance(scale, int) and scale > 1 else 0
-    if stages < 1 or factor**stages != scale or stages > 2:
-        raise ValueError(f"scale must be {factor} or {factor * factor}, got {scale!r}")
+    if stages < 1 or factor**stages != scale or stages > 3:
+        raise ValueError(f"scale must be {factor}, {factor**2} or {factor**3}, got {scale!r}")
     return stages
 
 

@@ -57,6 +57,77 @@ def test_scale_4_is_two_stages(tiny_pipeline):
     assert rk4.nfe == 8
 
 
+def test_scale_8_is_three_stages(tiny_pipeline):
+    out = tiny_pipeline(image=torch.rand(1, 3, 6, 5), scale=8, num_inference_steps=1, generator=_gen(), output_type="pt")
+    assert out.images.shape == (1, 3, 48, 40)
+    assert out.nfe == 3
+    with pytest.raises(ValueError, match="scale must be 2, 4 or 8"):
+        tiny_pipeline(image=torch.rand(1, 3, 6, 5), scale=16)
+
+
+def _tiny_cascade_pipeline(**config):
+    """The tiny pipeline with a second, differently initialised flow as its cascade flow."""
+    pipe = make_tiny_pipeline(**config)
+    other = make_tiny_pipeline(seed=1).flow
+    return type(pipe)(flow=pipe.flow, codec=pipe.codec, cascade_flow=other, noise_alpha=0.9,
+                      default_num_inference_steps=2, **config)
+
+
+def test_cascade_flow_runs_the_later_stages():
+    """x4 with a cascade flow = stage 1 with ``flow``, then stage 2 with ``cascade_flow`` on its output."""
+    pipe = _tiny_cascade_pipeline()
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    first, second = (type(pipe)(flow=f, codec=pipe.codec, noise_alpha=0.9, default_num_inference_steps=2)
+                     for f in (pipe.flow, pipe.cascade_flow))  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    x2 = first(image=image, output_type="pt", generator=generator).images
+    manual = second(image=x2, output_type="pt", generator=generator).images
+    cascade = pipe(image=image, scale=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert torch.allclose(cascade, manual, atol=1e-6)
+    without = first(image=image, scale=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert not torch.allclose(cascade, without, atol=1e-3)  # the second stage really ran the other network
+    x2_only = pipe(image=image, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(x2_only, first(image=image, output_type="pt", generator=torch.Generator().manual_seed(0)).images)
+
+
+def test_cascade_flow_save_load_round_trip(tmp_path):
+    pipe = _tiny_cascade_pipeline(default_cascade_detail=0.75)
+    pipe.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "cascade_flow" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = type(pipe).from_pretrained(tmp_path / "m", runtime="torch")
+    loaded.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(2))
+
+    def run(p):
+        return p(image=image, scale=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+
+    assert torch.equal(run(loaded), run(pipe))
+    make_tiny_pipeline().save_pretrained(tmp_path / "plain")  # a model without one loads without one
+    assert type(pipe).from_pretrained(tmp_path / "plain").cascade_flow is None
+
+
+def test_cascade_flow_runs_in_the_cpu_engines():
+    from flowup.onnx_runtime import onnx_unavailable_reason
+
+    pipe = _tiny_cascade_pipeline()
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+    def run():
+        return pipe(image=image, scale=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+
+    reference = run()
+    runtimes = ["onnx"] if onnx_unavailable_reason(pipe.flow, pipe.codec, pipe.device) is None else []
+    if pipe._unavailable_reason("torch-bf16") is None:
+        runtimes.append("torch-bf16")
+    assert runtimes, "no CPU engine available to test"
+    for runtime in runtimes:
+        pipe.set_runtime(runtime)
+        assert pipe.networks(1).velocity != pipe.networks(0).velocity
+        out = run()
+        mse = torch.mean((out - reference) ** 2)
+        assert 10 * torch.log10(1 / mse) > 35, runtime
+
+
 def test_same_seed_same_output_other_seed_differs(tiny_pipeline):
     image = _smooth_images(1, 40, 48)
     a = tiny_pipeline(image=image, generator=_gen(1), output_type="pt").images
@@ -296,7 +367,8 @@ def test_pad_to_multiple_reflects_repeatedly():
 
 
 def test_pipeline_components_are_registered(tiny_pipeline):
-    assert set(tiny_pipeline.components) == {"flow", "codec"}
+    assert set(tiny_pipeline.components) == {"flow", "codec", "cascade_flow"}
+    assert tiny_pipeline.cascade_flow is None
     assert make_tiny_pipeline().config.noise_alpha == 0.9
 
 

@@ -87,7 +87,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_argument("--seed", type=seed_int, default=0, help="seed of the first image; image i uses seed + i (default 0)")
     flow = parser.add_argument_group("flowup")
     flow.add_argument("--model", default=None, help="FlowUpPipeline folder (default: the shipped model)")
-    flow.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor (default 2)")
+    flow.add_argument("--scale", type=int, default=2, choices=(2, 4, 8), help="upscaling factor (default 2)")
     flow.add_argument("--flow-steps", type=positive_int, default=None, help="ODE steps (default: the model's)")
     flow.add_argument("--solver", default=None, choices=("euler", "midpoint", "rk4", "dopri5"),
                       help="ODE solver (default: the model's)")

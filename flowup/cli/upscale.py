@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "when there is one input")
     p.add_argument("--model", metavar="PATH",
                    help="model folder saved by FlowUpPipeline.save_pretrained (default: the shipped model)")
-    p.add_argument("--scale", type=int, choices=(2, 4), default=2, help="upscaling factor (default: 2)")
+    p.add_argument("--scale", type=int, choices=(2, 4, 8), default=2, help="upscaling factor (default: 2)")
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help="ODE steps per 2x stage (default: the model's own setting)")
     p.add_argument("--solver", choices=("euler", "midpoint", "rk4", "dopri5"),
