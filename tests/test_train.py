@@ -232,3 +232,46 @@ def test_python_dash_m_train_help_lists_every_command():
     for command in ("prepare", "fit", "validate", "export"):
         assert f"  {command}" in result.stdout
     assert "Lightning" not in result.stderr
+
+
+def test_source_model_makes_cascade_aware_pairs(workspace, tiny_pipeline_dir, tmp_path):
+    """``source_model``: the low-res image is the model's x2 of the crop's x4 downsample; the
+    high-res crops (same seed) are those of the bicubic cache."""
+    from flowup import FlowUpPipeline
+    from flowup.resample import downsample
+    from train.latent_cache import _low_res_maker
+
+    recipe = CacheRecipe(image_dirs=[str(workspace["images"])], codec=str(workspace["codec"]), crop_size=64,
+                         crops_per_image=2, extra_crop_min_side=10_000, seed=1, source_model=str(tiny_pipeline_dir))
+    hr = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    low = _low_res_maker(recipe)(hr)
+    pipe = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(image=downsample(hr, 4), output_type="pt", generator=torch.Generator().manual_seed(1)).images
+    assert low.shape == (2, 3, 32, 32) and torch.allclose(low, expected.clamp(0, 1), atol=1e-6)
+
+    codec = TAEF2Codec.from_pretrained(workspace["codec"]).eval()
+    written = prepare_cache(recipe, tmp_path / "cascade", codec=codec, shard_size=4, batch_size=3, progress=False)
+    assert written == workspace["written"]
+    assert json.loads((tmp_path / "cascade" / "recipe.json").read_text())["source_model"] == str(tiny_pipeline_dir)
+    cascade, plain = (LatentPairDataset(d, latent_size=8) for d in (tmp_path / "cascade", workspace["cache"]))
+    assert torch.allclose(cascade.hr.float(), plain.hr.float(), atol=1e-2)  # same crops
+    assert (cascade.src.float() - plain.src.float()).abs().mean() > 1e-2  # another low-res image
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _low_res_maker(CacheRecipe(crop_size=48, source_model=str(tiny_pipeline_dir)))
+
+
+def test_init_weights_starts_from_a_trained_network(tiny_pipeline_dir, tmp_path):
+    from train.module import FlowMatchingModule, load_flow_weights
+
+    trained = load_flow_weights(tiny_pipeline_dir)
+    module = FlowMatchingModule(block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=8,
+                                codec="taef2", init_weights=str(tiny_pipeline_dir))  # fmt: skip
+    state = module.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items()) and state.keys() == trained.keys()
+    assert load_flow_weights(tiny_pipeline_dir / "flow").keys() == trained.keys()
+    with pytest.raises(FileNotFoundError, match="no flow weights"):
+        load_flow_weights(tmp_path)
+    with pytest.raises(RuntimeError):  # another network shape
+        FlowMatchingModule(block_out_channels=(16, 16), layers_per_block=1, norm_num_groups=8, codec="taef2",
+                           init_weights=str(tiny_pipeline_dir))  # fmt: skip

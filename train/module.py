@@ -26,7 +26,21 @@ from train.latent_cache import residual_statistics
 if TYPE_CHECKING:
     from flowup.pipeline import FlowUpPipeline
 
-__all__ = ["FlowMatchingModule", "flow_from_hparams"]
+__all__ = ["FlowMatchingModule", "flow_from_hparams", "load_flow_weights"]
+
+
+def load_flow_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A trained :class:`FlowUNet`'s float32 state dict from a model folder, a ``flow`` folder,
+    a ``.safetensors`` file or ``"shipped"`` (read with safetensors)."""
+    from safetensors.torch import load_file
+
+    from flowup.model_folder import default_model_path
+
+    path = default_model_path() if str(path) == "shipped" else Path(path)
+    for candidate in (path, path / "diffusion_pytorch_model.safetensors", path / "flow" / "diffusion_pytorch_model.safetensors"):
+        if candidate.is_file():
+            return {k: v.float() for k, v in load_file(str(candidate)).items()}
+    raise FileNotFoundError(f"no flow weights (diffusion_pytorch_model.safetensors) at {path}")
 
 
 def flow_from_hparams(hp: Mapping[str, Any]) -> FlowUNet:
@@ -64,6 +78,10 @@ class FlowMatchingModule(pl.LightningModule):
         codec: codec spec for validation decoding and export (``taef2``, a folder, or a hub id).
         val_steps: Euler step counts sampled at validation.
         val_back_projection_steps: back-projection steps at validation (the shipped default: 5).
+        init_weights: start from a trained network's weights (fine-tuning): a model folder (its
+            ``flow/``), a ``flow`` folder, or a ``.safetensors`` file; ``"shipped"`` = the shipped
+            model. The network must have this run's shape; the Gaussian detail model's statistics
+            are this run's (they are not part of the weights).
 
     Validation runs :class:`~flowup.pipeline.FlowUpPipeline` itself (padding, tiling,
     back-projection and all) on the (EMA) network, so its numbers are what an export ships.
@@ -91,6 +109,7 @@ class FlowMatchingModule(pl.LightningModule):
         codec: str = "taef2",
         val_steps: tuple[int, ...] = (1, 4),
         val_back_projection_steps: int = 5,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +125,8 @@ class FlowMatchingModule(pl.LightningModule):
             norm_num_groups=norm_num_groups, source_skip=source_skip, noise_alpha=noise_alpha,
             residual_mean=residual_mean, residual_var=residual_var,
         ))  # fmt: skip
+        if init_weights is not None:
+            self.model.load_state_dict(load_flow_weights(init_weights))
         self._codec_holder: list[Codec] = []  # a list, so the frozen codec is no submodule (not in checkpoints)
 
     # ---------------------------------------------------------------- training

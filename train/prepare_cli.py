@@ -28,18 +28,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-downscale-min", type=float, default=defaults.random_downscale_min,
                         help="large photos are first downscaled by a random factor in [this, 1]")
     parser.add_argument("--no-hflip", action="store_true", help="disable random horizontal flips")
+    parser.add_argument("--source-model", default=None, metavar="MODEL",
+                        help="cascade-aware pairs for a later stage: the low-res image is MODEL's upscale "
+                        "(a model folder, or 'shipped') of the crop downsampled by scale x MODEL's factor")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=8, help="crops encoded at once")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true",
+                        help="encode with oneDNN bfloat16 on the CPU (about 4x faster where the CPU has AMX)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     recipe = CacheRecipe(
         image_dirs=args.images, codec=args.codec, scale=args.scale, crop_size=args.crop_size,
         crops_per_image=args.crops_per_image, extra_crop_min_side=args.extra_crop_min_side,
         random_downscale_min=args.random_downscale_min, hflip=not args.no_hflip, seed=args.seed,
+        source_model=args.source_model,
     )  # fmt: skip
     from flowup.codecs import load_codec
 
     codec = load_codec(args.codec).to(args.device)
-    n = prepare_cache(recipe, args.out, codec=codec, batch_size=args.batch_size)
+    n = prepare_cache(recipe, args.out, codec=codec, batch_size=args.batch_size, bf16=args.bf16)
     print(f"wrote {n} latent pairs to {args.out}")
