@@ -179,6 +179,17 @@ def test_export_writes_a_pipeline_with_the_ema_weights(workspace, tmp_path):
     assert image.shape == (1, 3, 32, 32)
     assert json.loads((out / "training.json").read_text())["global_step"] == 2
 
+    # --cascade-of: the exported model as the base, the checkpoint as its later stages' network.
+    from train.export import export_cascade
+
+    cascade = export_cascade(ckpt_path, out, tmp_path / "cascade", cascade_detail=0.75)
+    joined = FlowUpPipeline.from_pretrained(cascade)
+    assert joined.config.default_cascade_detail == 0.75 and joined.config.default_num_inference_steps == 3
+    assert torch.equal(load_file(str(cascade / "cascade_flow" / "diffusion_pytorch_model.safetensors"))[key], weights[key])
+    assert torch.equal(load_file(str(cascade / "flow" / "diffusion_pytorch_model.safetensors"))[key], weights[key])
+    assert json.loads((cascade / "training.json").read_text())["cascade_flow"]["global_step"] == 2
+    assert joined(image=torch.rand(1, 3, 8, 8), scale=4, output_type="pt").images.shape == (1, 3, 32, 32)
+
 
 def test_gaussian_skip_measures_residual_statistics_and_exports(workspace, tmp_path):
     from flowup.pipeline import FlowUpPipeline

@@ -9,6 +9,10 @@ records the checkpoint, its hyperparameters and the training cost (wall-clock ho
 that :class:`train.cost.TrainingCost` stored in the checkpoint, if any (``--info`` adds or overrides
 keys). The default number of steps is the module's ``default_num_inference_steps`` hyperparameter
 where it has one (distilled students, the regression baseline), else 4.
+
+``--cascade-of MODEL`` exports a second-stage network instead (trained on cascade-aware pairs,
+``python -m train prepare --source-model MODEL``): the output is MODEL (its flow, config and
+codec) with the checkpoint as its ``cascade_flow``, which runs the later stages of x4 / x8.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from flowup.codecs import load_codec
 from flowup.models import FlowUNet
 from train.module import flow_from_hparams
 
-__all__ = ["export_checkpoint", "main"]
+__all__ = ["export_cascade", "export_checkpoint", "main"]
 
 
 def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
@@ -70,6 +74,39 @@ def export_checkpoint(
     return out_dir
 
 
+def export_cascade(
+    checkpoint: str | Path,
+    base_model: str | Path,
+    out_dir: str | Path,
+    dtype: torch.dtype = torch.float16,
+    cascade_detail: float | None = None,
+    training_info: dict | None = None,
+) -> Path:
+    """Write ``out_dir``: ``base_model`` with the checkpoint's (EMA) network as its ``cascade_flow``.
+
+    ``cascade_detail``: the x4 / x8 default ``detail`` stored (None: the base model's)."""
+    from flowup.model_folder import default_model_path
+    from flowup.pipeline import FlowUpPipeline
+
+    base_model = default_model_path() if str(base_model) == "shipped" else Path(base_model)
+    base = FlowUpPipeline.from_pretrained(base_model, runtime="torch")
+    cascade, hp = load_flow_from_checkpoint(checkpoint)
+    cost = hp.pop("training_cost", None)
+    if abs(float(hp["noise_alpha"]) - float(base.config.noise_alpha)) > 1e-6:
+        raise ValueError(f"the checkpoint's noise_alpha {hp['noise_alpha']} differs from the base model's")
+    config = {k: v for k, v in base.config.items() if not k.startswith("_") and k not in ("flow", "codec", "cascade_flow")}
+    if cascade_detail is not None:
+        config["default_cascade_detail"] = float(cascade_detail)
+    pipe = FlowUpPipeline(flow=base.flow, codec=base.codec, cascade_flow=cascade, **config)
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, torch_dtype=dtype)
+    info = {"cascade_flow": {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp,
+                             **(cost or {}), **(training_info or {})},
+            "base_model": str(base_model)}  # fmt: skip
+    (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a Lightning .ckpt written by `python -m train fit`")
@@ -81,8 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--back-projection", type=int, default=0, metavar="N",
                         help="default low-res consistency steps stored (flowup.back_projection; default: 0)")
     parser.add_argument("--info", default=None, help="JSON file with extra training info (wall time, hardware)")
+    parser.add_argument("--cascade-of", default=None, metavar="MODEL",
+                        help="export as MODEL's cascade_flow (its later x4 / x8 stages); 'shipped' = the shipped model")
+    parser.add_argument("--cascade-detail", type=float, default=None,
+                        help="with --cascade-of: the x4 / x8 default detail stored (default: MODEL's)")
     args = parser.parse_args(argv)
     info = json.loads(Path(args.info).read_text()) if args.info else None
+    if args.cascade_of is not None:
+        out = export_cascade(args.checkpoint, args.cascade_of, args.out_dir, getattr(torch, args.dtype),
+                             args.cascade_detail, info)  # fmt: skip
+        print(f"exported {args.checkpoint} as the cascade flow of {args.cascade_of} -> {out}")
+        return
     out = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.steps, args.solver, info,
                             back_projection_steps=args.back_projection)
     print(f"exported {args.checkpoint} -> {out}")
