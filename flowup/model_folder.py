@@ -61,8 +61,8 @@ def check_config(
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if scale_factor != 2:
-        raise ValueError(f"only x2 flow models are supported (scale_factor=2), got {scale_factor!r}")
+    if scale_factor not in (2, 4) or isinstance(scale_factor, bool):
+        raise ValueError(f"only x2 and x4 flow models are supported (scale_factor 2 or 4), got {scale_factor!r}")
     if default_solver not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
         raise ValueError(f"unknown solver {default_solver!r}; choose one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
     if not isinstance(noise_alpha, (int, float)) or isinstance(noise_alpha, bool) or not 0 < noise_alpha <= 1:

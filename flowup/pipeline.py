@@ -327,6 +327,7 @@ class FlowUpPipeline(DiffusionPipeline):
             ``nfe``, the model evaluations per sample summed over stages.
         """
         stages = _num_stages(scale, self.config.scale_factor)
+        factor = int(self.config.scale_factor)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if latent_upsample not in ("pixel", "bilinear"):
@@ -360,7 +361,7 @@ class FlowUpPipeline(DiffusionPipeline):
         groups = [list(range(len(items)))] if same_size else [[i] for i in range(len(items))]
         nfe_guess = 0 if steps == 0 else (steps * nfe_per_step(solver) if solver in FIXED_STEP_METHODS else 36)
         total_work = sum(
-            _WorkProgress.stage_weight(items[i].rgb[0].numel() * 4 ** (stage + 1), nfe_guess, back_projection_steps)
+            _WorkProgress.stage_weight(items[i].rgb[0].numel() * factor ** (2 * stage + 2), nfe_guess, back_projection_steps)
             for group in groups for i in group for stage in range(stages)
         )  # fmt: skip
         progress = _WorkProgress(progress_callback, total_work)
@@ -374,9 +375,9 @@ class FlowUpPipeline(DiffusionPipeline):
             gens = [generators[i] for i in group]
             group_nfe, latent = 0, None
             for stage in range(stages):
-                pixels = sum(items[i].rgb[0].numel() for i in group) * 4 ** (stage + 1)
+                pixels = sum(items[i].rgb[0].numel() for i in group) * factor ** (2 * stage + 2)
                 stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage)}
-                rgb, latent, nfe = self._upscale_x2(rgb, gens, source_latent if stage == 0 else None, **stage_options,
+                rgb, latent, nfe = self._upscale_stage(rgb, gens, source_latent if stage == 0 else None, **stage_options,
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
             if stages > 1 and input_back_projection_steps:  # pin the final output to the call's input
@@ -391,7 +392,7 @@ class FlowUpPipeline(DiffusionPipeline):
             return images, nfe_total
         return FlowUpPipelineOutput(images=images, nfe=nfe_total)
 
-    def _upscale_x2(
+    def _upscale_stage(
         self,
         rgb: torch.Tensor,
         generators: list[torch.Generator | None],
@@ -408,20 +409,22 @@ class FlowUpPipeline(DiffusionPipeline):
         nfe_guess: int = 1,
         detail: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One x2 stage: ``(N, 3, h, w)`` float32 -> ``(N, 3, 2h, 2w)`` float32, the latent, NFE.
+        """One stage of the model's factor ``f`` (2 or 4): ``(N, 3, h, w)`` float32 -> ``(N, 3, f h, f w)``
+        float32, the latent, NFE.
         ``progress``: the call's :class:`_WorkProgress`, this stage being ``out_pixels`` of it."""
         progress = progress or _WorkProgress(None, 1.0)
         device, flow, codec = self._execution_device, self.flow, self.codec
-        out_h, out_w = 2 * rgb.shape[-2], 2 * rgb.shape[-1]
+        factor = int(self.config.scale_factor)
+        out_h, out_w = factor * rgb.shape[-2], factor * rgb.shape[-1]
         multiple = codec.downscale * flow.size_multiple
         if source_latent is None:
-            x_up = _pad_to_multiple(upsample(rgb.to(device, torch.float32), 2), multiple)
+            x_up = _pad_to_multiple(upsample(rgb.to(device, torch.float32), factor), multiple)
             cond = encode_tiled(codec, x_up.to(codec.dtype), codec_tile_size, networks.encoder,
                                 on_progress=progress.part(out_pixels * _WorkProgress.ENCODE))  # fmt: skip
             del x_up
         else:  # latent-space bilinear source (first stage only)
             progress.part(out_pixels * _WorkProgress.ENCODE)
-            cond = F.interpolate(source_latent.to(device, torch.float32), scale_factor=2, mode="bilinear")
+            cond = F.interpolate(source_latent.to(device, torch.float32), scale_factor=factor, mode="bilinear")
             cond = _pad_to_multiple(cond, flow.size_multiple)
         cond = cond.to(flow.dtype)
         if steps == 0:  # no flow: decode the source itself (the PSU baseline, through the same path)
@@ -590,8 +593,9 @@ class FlowUpPipeline(DiffusionPipeline):
 
 def _num_stages(scale: int, factor: int) -> int:
     stages = round(math.log(scale, factor)) if isinstance(scale, int) and scale > 1 else 0
-    if stages < 1 or factor**stages != scale or stages > 3:
-        raise ValueError(f"scale must be {factor}, {factor**2} or {factor**3}, got {scale!r}")
+    if stages < 1 or factor**stages != scale or scale > 8:
+        allowed = ", ".join(str(factor**k) for k in range(1, 4) if factor**k <= 8)
+        raise ValueError(f"scale must be one of {allowed} for this x{factor} model, got {scale!r}")
     return stages
 
 

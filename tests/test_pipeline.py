@@ -61,8 +61,26 @@ def test_scale_8_is_three_stages(tiny_pipeline):
     out = tiny_pipeline(image=torch.rand(1, 3, 6, 5), scale=8, num_inference_steps=1, generator=_gen(), output_type="pt")
     assert out.images.shape == (1, 3, 48, 40)
     assert out.nfe == 3
-    with pytest.raises(ValueError, match="scale must be 2, 4 or 8"):
+    with pytest.raises(ValueError, match="scale must be one of 2, 4, 8"):
         tiny_pipeline(image=torch.rand(1, 3, 6, 5), scale=16)
+
+
+def test_x4_model_runs_one_stage_and_round_trips(tmp_path):
+    # A native x4 model (scale_factor 4: PSU from x4 bicubic): scale 4 is one stage, 2 and 8 are refused.
+    from flowup.pipeline import FlowUpPipeline
+    pipe = make_tiny_pipeline(scale_factor=4)
+    image = torch.rand(1, 3, 6, 5)
+    out = pipe(image=image, scale=4, num_inference_steps=1, back_projection_steps=0, generator=_gen(), output_type="pt")
+    assert out.images.shape == (1, 3, 24, 20) and out.nfe == 1
+    for bad in (2, 8):
+        with pytest.raises(ValueError, match="scale must be one of 4 for this x4 model"):
+            pipe(image=image, scale=bad)
+    pipe.save_pretrained(tmp_path)
+    again = FlowUpPipeline.from_pretrained(tmp_path, runtime="torch")
+    again.set_progress_bar_config(disable=True)
+    assert again.config.scale_factor == 4
+    assert torch.equal(again(image=image, scale=4, generator=_gen(), output_type="pt").images,
+                       pipe(image=image, scale=4, generator=_gen(), output_type="pt").images)
 
 
 def _tiny_cascade_pipeline(**config):
