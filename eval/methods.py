@@ -15,7 +15,8 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
 ``flowup[:SOLVER[:STEPS[:bpN]]]``  the shipped default model (or ``--model``); ``flowup:euler:4``,
                             ``flowup:dopri5``, ``flowup:euler:1:bp0`` (N back-projection steps,
                             :mod:`flowup.back_projection`), ``flowup:euler:1:bp5:d0.5`` (half the
-                            detail the flow adds: the pipeline's ``detail``), ``flowup:ibp5`` (x4:
+                            detail the flow adds: the pipeline's ``detail``; ``d1,0.5``: one per
+                            stage at x4), ``flowup:ibp5`` (x4:
                             5 back-projection steps of the output onto the input itself); without
                             arguments the model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
@@ -252,17 +253,18 @@ def read_training_cost(folder: str | Path) -> dict | None:
         raise ValueError(f"{path}: unreadable training.json ({err})") from None
 
 
-def _detail_arg(spec: MethodSpec) -> tuple[list[str], float | None]:
-    """Split a trailing ``dX`` (the pipeline's ``detail``, 0 to 2) off the arguments."""
+def _detail_arg(spec: MethodSpec) -> tuple[list[str], float | tuple[float, ...] | None]:
+    """Split a trailing ``dX`` (the pipeline's ``detail``, 0 to 2) or ``dX,Y`` (one per stage) off
+    the arguments."""
     args = list(spec.args)
     if args and args[-1].startswith("d") and args[-1] not in SOLVERS:
         try:
-            detail = float(args[-1][1:])
+            values = tuple(float(v) for v in args[-1][1:].split(","))
         except ValueError:
-            raise UnknownMethodError(f"{spec.text!r}: detail must be dX with X in [0, 2], got {args[-1]!r}") from None
-        if not 0 <= detail <= 2:
-            raise UnknownMethodError(f"{spec.text!r}: detail must be in [0, 2], got {detail}")
-        return args[:-1], detail
+            raise UnknownMethodError(f"{spec.text!r}: detail must be dX or dX,Y with X, Y in [0, 2], got {args[-1]!r}") from None
+        if not all(0 <= v <= 2 for v in values):
+            raise UnknownMethodError(f"{spec.text!r}: detail must be in [0, 2], got {args[-1][1:]}")
+        return args[:-1], values[0] if len(values) == 1 else values
     return args, None  # the pipeline's default
 
 

@@ -312,7 +312,8 @@ class FlowUpPipeline(DiffusionPipeline):
             detail: how much of the detail the flow adds to its source to keep, per stage:
                 ``latent = cond + detail * (x1 - cond)``; ``1`` = the flow's output, ``0`` = the
                 clean source (the PSU round trip, no added texture), in between = less texture and
-                less grain, up to ``2`` = more. Default (``None``): 1 at x2; at x4 the config's
+                less grain, up to ``2`` = more. One number for every stage, or a sequence with one
+                per stage (``(1.0, 0.5)`` at x4). Default (``None``): 1 at x2; at x4 the config's
                 ``default_cascade_detail`` (0.5 for the shipped model: a second stage amplifies the
                 first one's texture, docs/upscale.md).
             input_back_projection_steps: for ``scale`` 4 or 8: back-projection steps of the final
@@ -350,9 +351,8 @@ class FlowUpPipeline(DiffusionPipeline):
         generators = _per_image_generators(generator, len(items))
         if detail is None:  # x2: the flow's output; x4 (two stages): the model's measured cascade setting
             detail = 1.0 if stages == 1 else self.config.get("default_cascade_detail", 1.0)
-        if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail <= 2:
-            raise ValueError(f"detail must be a number in [0, 2], got {detail!r}")
-        options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap, detail=float(detail),
+        stage_details = _stage_details(detail, stages)
+        options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
                        codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps,
                        networks=networks)  # fmt: skip
 
@@ -376,7 +376,8 @@ class FlowUpPipeline(DiffusionPipeline):
             group_nfe, latent = 0, None
             for stage in range(stages):
                 pixels = sum(items[i].rgb[0].numel() for i in group) * factor ** (2 * stage + 2)
-                stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage)}
+                stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage),
+                                 "detail": stage_details[stage]}  # fmt: skip
                 rgb, latent, nfe = self._upscale_stage(rgb, gens, source_latent if stage == 0 else None, **stage_options,
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
@@ -597,6 +598,19 @@ def _num_stages(scale: int, factor: int) -> int:
         allowed = ", ".join(str(factor**k) for k in range(1, 4) if factor**k <= 8)
         raise ValueError(f"scale must be one of {allowed} for this x{factor} model, got {scale!r}")
     return stages
+
+
+def _stage_details(detail: Any, stages: int) -> list[float]:
+    """``detail`` (one number for every stage, or a sequence with one per stage) -> one float per stage."""
+    values = list(detail) if isinstance(detail, (list, tuple)) else [detail]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
+            raise ValueError(f"detail must be a number in [0, 2] or one per stage, got {detail!r}")
+    if len(values) == 1:
+        return [float(values[0])] * stages
+    if len(values) != stages:
+        raise ValueError(f"detail has {len(values)} values but this scale runs {stages} stage{'s' if stages > 1 else ''}")
+    return [float(v) for v in values]
 
 
 def _per_image_generators(generator: Any, count: int) -> list[torch.Generator | None]:

@@ -160,5 +160,8 @@ def test_flowup_x4_input_back_projection_spec(tiny_pipeline_dir, lr):
     assert (method.solver, method.steps, method.input_back_projection_steps, method.detail) == ("euler", 1, 3, 0.5)
     assert method.upscale(lr, None).shape == (1, 3, 4 * lr.shape[-2], 4 * lr.shape[-1])
     assert build_method("flowup", ctx).input_back_projection_steps == 0
+    assert build_method("flowup:d1,0.5", ctx).detail == (1.0, 0.5)  # one detail per stage
+    with pytest.raises(UnknownMethodError, match="detail"):
+        build_method("flowup:d1,x", ctx)
     with pytest.raises(UnknownMethodError, match="ibpN"):
         build_method("flowup:ibpx", ctx)

@@ -437,3 +437,21 @@ def test_cascade_detail_is_the_x4_default_and_x2_is_untouched():
     assert torch.equal(run(damped, scale=4, detail=1.0), run(plain, scale=4))  # an explicit value wins
     with pytest.raises(ValueError, match="default_cascade_detail"):
         make_tiny_pipeline(default_cascade_detail=3.0)
+
+
+def test_detail_per_stage_runs_each_stage_at_its_own_value():
+    """detail=(1, 0) at x4 is an x2 upscale at detail 1 followed by one at detail 0; (d, d) is d."""
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(1))
+    pipe = make_tiny_pipeline()
+
+    def run(source, **kwargs):
+        return pipe(image=source, output_type="pt", generator=torch.Generator().manual_seed(0), **kwargs).images
+
+    first = run(image, scale=2, detail=1.0)
+    torch.testing.assert_close(run(image, scale=4, detail=(1.0, 0.0)), run(first, scale=2, detail=0.0))
+    assert torch.equal(run(image, scale=4, detail=[0.5, 0.5]), run(image, scale=4, detail=0.5))
+    assert not torch.equal(run(image, scale=4, detail=(1.0, 0.5)), run(image, scale=4, detail=(0.5, 1.0)))
+    with pytest.raises(ValueError, match="runs 2 stages"):
+        run(image, scale=4, detail=(1.0, 0.5, 0.5))
+    with pytest.raises(ValueError, match="detail"):
+        run(image, scale=4, detail=(1.0, 2.5))
