@@ -11,6 +11,9 @@
 #   python gpu/join_run.py <files_at> models/gpu-run && python -m eval run --config configs/eval/model_card_set14.yaml --model models/gpu-run
 # A dry run on this CPU (tiny crops, tiny network, a few steps; the same code path, what CI tests):
 #   bash gpu/train.sh --dry-run
+# A native x4 model instead (issue 17; same crops, x4 pairs, fine-tuned from the shipped network):
+#   run(command="bash gpu/train.sh --scale 4", carry=[".gpu_data", ".whl"], timeout_s=590)
+#   then score it with configs/eval/x4_set14.yaml --methods bicubic flowup "x4n=flowup@models/gpu-run-x4"
 #
 # On the GPU it: encodes the crops into a latent cache on the GPU (python -m train prepare), trains
 # bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
@@ -26,8 +29,22 @@ WORK=${FLOWUP_GPU_WORK:-/tmp/flowup-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FLOWUP_OFFLINE=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 PYTHON=${PYTHON:-python3}
-dry=0
-if [ "${1:-}" = "--dry-run" ]; then dry=1; fi
+dry=0 scale=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) dry=1 ;;
+        --scale) scale=${2:-}; shift ;;
+        *) echo "train.sh: unknown argument $1 (usage: bash gpu/train.sh [--dry-run] [--scale 2|4])" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$scale" in
+    2) scale_fit=() ;;
+    # A native x4 model (issue 17): one stage from the PSU of a x4 bicubic upsample, fine-tuned
+    # from the shipped x2 network (configs/train/native_x4.yaml is the CPU version of this recipe).
+    4) scale_fit=(--model.init_args.scale 4 --model.init_args.lr 2.0e-4) ;;
+    *) echo "train.sh: --scale must be 2 or 4, got '$scale'" >&2; exit 2 ;;
+esac
 
 if [ "$dry" = 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -62,13 +79,16 @@ else
     prepare=(--crop-size 288 --crops-per-image 1 --random-downscale-min 1.0 --extra-crop-min-side 100000 --batch-size 64)
     score=()
     part_mib=15
+    # The full-size network matches the shipped one: start x4 from its weights (the dry run's tiny
+    # network cannot, so it trains from scratch on the same path).
+    if [ "$scale" = 4 ]; then scale_fit+=(--model.init_args.init_weights shipped); fi
 fi
 
 echo "== latent cache ($device)"
-"$PYTHON" -m train prepare --images "$data/crops" --out "$WORK/cache" --device "$device" "${prepare[@]}" 2>&1 | tail -n 3
+"$PYTHON" -m train prepare --images "$data/crops" --out "$WORK/cache" --device "$device" --scale "$scale" "${prepare[@]}" 2>&1 | tail -n 3
 echo "== training"
 sed "s#/tmp/flowup-gpu#$WORK#g" configs/train/gpu_8min.yaml > "$WORK/config.yaml"  # the run's paths under $WORK
-"$PYTHON" -m train fit --config "$WORK/config.yaml" "${fit[@]}" 2>&1 | tee "$WORK/fit.log" | grep -v "^\s*$" | tail -n 20
+"$PYTHON" -m train fit --config "$WORK/config.yaml" "${scale_fit[@]}" "${fit[@]}" 2>&1 | tee "$WORK/fit.log" | grep -v "^\s*$" | tail -n 20
 ckpt=$WORK/run/checkpoints/last.ckpt
 echo "== export"
 "$PYTHON" -m train export "$ckpt" "$WORK/model" --steps 1 --back-projection 5 | tail -n 2
@@ -76,7 +96,7 @@ echo "== loss by t"
 "$PYTHON" docs/scripts/velocity_loss_by_t.py "$ckpt" --cache "$WORK/cache" --n 32 | tee "$WORK/loss_by_t.txt"
 echo "== score"
 for set in "$data"/val/*; do
-    "$PYTHON" -m eval run --hr "$set" --methods bicubic psu flowup flowup:euler:4 --model "$WORK/model" --scale 2 --device "$device" \
+    "$PYTHON" -m eval run --hr "$set" --methods bicubic psu flowup flowup:euler:4 --model "$WORK/model" --scale "$scale" --device "$device" \
         --fid-features none --out "$WORK/score/$(basename "$set")" "${score[@]}" 2>&1 | tail -n 12 | tee -a "$WORK/score.txt"
 done
 echo "== packing into $OUT"

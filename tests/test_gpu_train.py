@@ -17,11 +17,12 @@ sys.path.insert(0, str(ROOT / "gpu"))
 from join_run import join_run, split_weights  # noqa: E402
 
 
-def test_gpu_train_dry_run_returns_a_model_within_the_device_limits(tmp_path):
+@pytest.mark.parametrize("scale", [2, 4])
+def test_gpu_train_dry_run_returns_a_model_within_the_device_limits(tmp_path, scale):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "FLOWUP_GPU_WORK": str(tmp_path / "work")}
-    proc = subprocess.run(["bash", "gpu/train.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    proc = subprocess.run(["bash", "gpu/train.sh", "--dry-run", "--scale", str(scale)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     files = sorted(p for p in out.iterdir() if p.is_file())
@@ -34,9 +35,15 @@ def test_gpu_train_dry_run_returns_a_model_within_the_device_limits(tmp_path):
 
     pipe = FlowUpPipeline.from_pretrained(model, runtime="torch")
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.config.default_back_projection_steps == 5
+    assert pipe.config.default_back_projection_steps == 5 and pipe.config.scale_factor == scale
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert pipe(image=image, output_type="pt").images.shape == (1, 3, 32, 32)
+    assert pipe(image=image, scale=scale, output_type="pt").images.shape == (1, 3, 16 * scale, 16 * scale)
+
+
+def test_gpu_train_rejects_a_scale_it_has_no_recipe_for(tmp_path):
+    proc = subprocess.run(["bash", "gpu/train.sh", "--dry-run", "--scale", "3"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "OUT": str(tmp_path / "out")})  # fmt: skip
+    assert proc.returncode == 2 and "--scale must be 2 or 4" in proc.stderr
 
 
 def test_split_and_join_check_every_part(tmp_path):
