@@ -191,6 +191,11 @@ class FlowUpPipeline(DiffusionPipeline):
             default_cascade_detail=float(default_cascade_detail),
         )
 
+    def stage_count(self, scale: int) -> int:
+        """How many stages of this model's factor ``scale`` takes (x2 model: 2 -> 1, 4 -> 2, 8 -> 3);
+        raises ``ValueError`` for a scale it cannot make."""
+        return _num_stages(scale, int(self.config.scale_factor))
+
     # ----------------------------------------------------------------------------------------
     # runtime
 
@@ -327,7 +332,7 @@ class FlowUpPipeline(DiffusionPipeline):
             :class:`FlowUpPipelineOutput` with ``images`` exactly ``scale`` times the input size and
             ``nfe``, the model evaluations per sample summed over stages.
         """
-        stages = _num_stages(scale, self.config.scale_factor)
+        stages = self.stage_count(scale)
         factor = int(self.config.scale_factor)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")

@@ -438,3 +438,20 @@ def test_one_progress_bar_moves_within_a_single_large_image(tmp_path, capsys, ti
     assert len(positive) > 10  # many steps within the one image
     assert sum(updates) == pytest.approx(48 * 40 * 16 / 1e6, rel=1e-6)
     assert "MP" in err
+
+
+def test_detail_per_stage_at_x4_and_a_count_that_does_not_match(tmp_path, capsys, tiny_pipeline_dir):
+    source = _write_png(tmp_path / "a.png", 10, 8)
+    code, _, err = _run(capsys, str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir),
+                        "--scale", "4", "--detail", "1,0.5")  # fmt: skip
+    assert code == 0, err
+    with PIL.Image.open(tmp_path / "out" / "a_x4.png") as image:
+        assert image.size == (40, 32)
+    code, _, err = _run(capsys, str(source), "-o", str(tmp_path / "two"), "--model", str(tiny_pipeline_dir),
+                        "--scale", "2", "--detail", "1,0.5")  # fmt: skip
+    assert code == 2 and "--scale 2 runs 1 stage" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "two").exists() or not any((tmp_path / "two").iterdir())
+    with pytest.raises(SystemExit) as info:
+        main(["upscale", str(source), "-o", str(tmp_path / "three"), "--detail", "1,x"])
+    assert info.value.code == 2
+    capsys.readouterr()

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "RunError", "one_line",
-    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "port_int", "resolve_device", "resolve_dtype",
+    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "detail_per_stage", "port_int", "resolve_device", "resolve_dtype",
     "is_out_of_memory", "terminate_as_interrupt", "print_error", "DEVICE_HELP",
 ]  # fmt: skip
 
@@ -88,6 +88,12 @@ def detail_float(text: str) -> float:
     if not 0 <= value <= 2:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
     return value
+
+
+def detail_per_stage(text: str) -> float | tuple[float, ...]:
+    """argparse type: ``X`` (every stage) or ``X,Y[,Z]`` (one per x2 stage), each in 0 .. 2."""
+    values = tuple(detail_float(part.strip()) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
 
 
 def port_int(text: str) -> int:

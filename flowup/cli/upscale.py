@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, detail_float, is_out_of_memory, non_negative_int, one_line,
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, detail_per_stage, is_out_of_memory, non_negative_int, one_line,
     positive_int, quality_int, resolve_device, resolve_dtype, seed_int,
 )  # fmt: skip
 
@@ -81,10 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="low-res consistency steps after each 2x stage: pull the output's colours and "
                         "tones back to the input's (downsample(output) = input); 0 = off "
                         "(default: the model's own setting)")
-    p.add_argument("--detail", type=detail_float, default=None, metavar="X",
+    p.add_argument("--detail", type=detail_per_stage, default=None, metavar="X[,Y]",
                    help="how much of the texture the flow adds to keep, per x2 stage: 1 = all, 0 = none (the "
-                        "clean codec round trip of the bicubic upsample: no added grain), up to 2 = more "
-                        "(default: the model's: 1 at x2, 0.5 at x4 for the shipped model)")
+                        "clean codec round trip of the bicubic upsample: no added grain), up to 2 = more; "
+                        "X,Y gives each stage its own at x4 (default: the model's: 1 at x2, 0.5 at x4 for "
+                        "the shipped model)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed, 0 to 2**64-1; same seed, same output (default: 0)")
     p.add_argument("--tile", type=non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
@@ -433,6 +434,12 @@ def _load_pipeline(args: argparse.Namespace, state=None):
         pipe.active_runtime()  # --runtime onnx where it cannot run: say so before any image
     except ValueError as err:
         raise UsageError(f"--runtime {args.runtime}: {err}") from None
+    if isinstance(getattr(args, "detail", None), tuple):
+        stages = pipe.stage_count(args.scale)
+        if len(args.detail) != stages:
+            given = ",".join(f"{d:g}" for d in args.detail)
+            raise UsageError(f"--detail {given}: {len(args.detail)} values, but --scale {args.scale} runs "
+                             f"{stages} stage{'s' if stages > 1 else ''} of this model (give one, or one per stage)")  # fmt: skip
     return pipe
 
 
