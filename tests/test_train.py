@@ -52,6 +52,41 @@ def test_prepare_cache_skips_bad_files_and_records_recipe(workspace):
     assert not torch.equal(tensors["hr"], tensors["src"])
 
 
+def test_prepare_cache_resumes_an_interrupted_run(workspace, tmp_path):
+    """A killed run leaves whole shards (and maybe a .tmp); --resume finishes it to the same cache."""
+    import shutil
+
+    full = sorted(workspace["cache"].glob("shard-*.safetensors"))
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(workspace["cache"] / "recipe.json", part)
+    shutil.copy(full[0], part)
+    (part / "shard-00001.tmp").write_bytes(b"half-written")
+    recipe = CacheRecipe(image_dirs=[str(workspace["images"])], codec=str(workspace["codec"]), crop_size=64,
+                         crops_per_image=2, extra_crop_min_side=10_000, seed=1)
+    codec = TAEF2Codec.from_pretrained(workspace["codec"]).eval()
+    with pytest.raises(FileExistsError, match="--resume"):
+        prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=3, progress=False)
+    with pytest.raises(ValueError, match="differs in seed"):
+        prepare_cache(CacheRecipe(**{**recipe.__dict__, "seed": 2}), part, codec=codec, shard_size=4,
+                      resume=True, progress=False)
+    assert prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=2, progress=False, resume=True) == 10
+    resumed = sorted(part.glob("shard-*.safetensors"))
+    assert [s.name for s in resumed] == [s.name for s in full] and not list(part.glob("*.tmp"))
+    for a, b in zip(full, resumed):
+        x, y = load_file(str(a)), load_file(str(b))
+        assert all(torch.allclose(x[k].float(), y[k].float(), atol=2e-3) for k in ("hr", "src"))
+
+
+def test_prepare_cli_refuses_a_used_folder(workspace, capsys):
+    from train.prepare_cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--images", str(workspace["images"]), "--out", str(workspace["cache"]), "--codec",
+              str(workspace["codec"]), "--crop-size", "64"])
+    assert exit_info.value.code == 2 and "already holds" in capsys.readouterr().err
+
+
 def test_latent_dataset_random_subcrops(workspace):
     data = LatentPairDataset(workspace["cache"], latent_size=4, samples_per_epoch=20)
     assert len(data) == 20

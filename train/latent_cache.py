@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -110,18 +111,26 @@ def prepare_cache(
     batch_size: int = 8,
     progress: bool = True,
     bf16: bool = False,
+    resume: bool = False,
 ) -> int:
-    """Encode crops of every image under ``recipe.image_dirs`` into ``out_dir``; returns pairs written.
+    """Encode crops of every image under ``recipe.image_dirs`` into ``out_dir``; returns the pairs
+    the cache holds.
 
-    Unreadable images are skipped with a warning. Shards are written atomically. ``bf16``: encode
-    with oneDNN bfloat16 on the CPU (:mod:`flowup.bf16_runtime`; about 4x faster with AMX, latents
-    within about 50 dB of float32's).
+    Unreadable images are skipped with a warning. Shards are written atomically, so a killed run
+    leaves only whole shards; ``resume=True`` keeps them and encodes the rest (the same recipe
+    replays the same crops, so the finished cache equals an uninterrupted run's). A folder that
+    already holds shards is refused without ``resume``. ``bf16``: encode with oneDNN bfloat16 on
+    the CPU (:mod:`flowup.bf16_runtime`; about 4x faster with AMX, latents within about 50 dB of
+    float32's).
     """
     if recipe.crop_size % (8 * recipe.scale):
         raise ValueError(f"crop_size must be a multiple of {8 * recipe.scale}")
-    make_low_res = _low_res_maker(recipe)
     out_dir = Path(out_dir)
+    kept_shards, kept_pairs = _shards_to_keep(recipe, out_dir, resume)
+    make_low_res = _low_res_maker(recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("shard-*.tmp"):  # a shard being written when a run was killed
+        stale.unlink()
     codec = codec if codec is not None else load_codec(recipe.codec)
     if bf16:
         from flowup.bf16_runtime import bf16_codec_stages
@@ -139,7 +148,8 @@ def prepare_cache(
     pending: list[torch.Tensor] = []
     src_buf: list[torch.Tensor] = []
     hr_buf: list[torch.Tensor] = []
-    shard_index, written, skipped = 0, 0, 0
+    shard_index, written, skipped = kept_shards, 0, 0
+    to_replay = kept_pairs  # crops already in the kept shards: drawn again (same random stream), not encoded
     start = time.time()
 
     def encode_pending() -> None:
@@ -173,6 +183,9 @@ def prepare_cache(
             skipped += 1
             continue
         for crop in _random_crops(image, recipe, rng):
+            if to_replay:
+                to_replay -= 1
+                continue
             pending.append(crop)
             if len(pending) >= batch_size:
                 encode_pending()
@@ -180,9 +193,37 @@ def prepare_cache(
             flush_shard()
     encode_pending()
     flush_shard()
+    if kept_pairs:
+        log.info("kept %d pairs in %d shards from the interrupted run", kept_pairs, kept_shards)
     log.info("wrote %d pairs in %d shards (%d unreadable images skipped) in %.0f s",
-             written, shard_index, skipped, time.time() - start)
-    return written
+             written, shard_index - kept_shards, skipped, time.time() - start)
+    return kept_pairs + written
+
+
+def _shards_to_keep(recipe: CacheRecipe, out_dir: Path, resume: bool) -> tuple[int, int]:
+    """(shards, pairs) already in ``out_dir`` that a resumed run keeps; (0, 0) for a fresh folder."""
+    shards = sorted(out_dir.glob("shard-*.safetensors")) if out_dir.is_dir() else []
+    if not shards:
+        return 0, 0
+    if not resume:
+        raise FileExistsError(f"{out_dir} already holds {len(shards)} latent shards; pass --resume to finish "
+                              "that cache, or choose an empty folder")
+    if recipe.source_model is not None:
+        raise ValueError("a cascade-aware cache (--source-model) cannot be resumed: its source model's random "
+                         "stream is not replayed; start it again in an empty folder")
+    stored = _read_recipe(out_dir)
+    wanted = json.loads(json.dumps(asdict(recipe)))
+    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    if changed:
+        raise ValueError(f"cannot resume {out_dir}: its recipe differs in {', '.join(changed)}")
+    expected = [out_dir / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
+    if shards != expected:
+        raise ValueError(f"cannot resume {out_dir}: its shards are not numbered 0..{len(shards) - 1}")
+    pairs = 0
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            pairs += f.get_slice("hr").get_shape()[0]
+    return len(shards), pairs
 
 
 def _low_res_maker(recipe: CacheRecipe) -> Callable[[torch.Tensor], torch.Tensor]:

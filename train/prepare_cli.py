@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=8, help="crops encoded at once")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an interrupted cache in --out: keep its whole shards, encode the rest")
     parser.add_argument("--bf16", action="store_true",
                         help="encode with oneDNN bfloat16 on the CPU (about 4x faster where the CPU has AMX)")
     args = parser.parse_args(argv)
@@ -47,5 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     from flowup.codecs import load_codec
 
     codec = load_codec(args.codec).to(args.device)
-    n = prepare_cache(recipe, args.out, codec=codec, batch_size=args.batch_size, bf16=args.bf16)
-    print(f"wrote {n} latent pairs to {args.out}")
+    try:
+        n = prepare_cache(recipe, args.out, codec=codec, batch_size=args.batch_size, bf16=args.bf16,
+                          resume=args.resume)
+    except (FileExistsError, ValueError) as err:
+        parser.exit(2, f"python -m train prepare: error: {err}\n")
+    print(f"{args.out} holds {n} latent pairs")
