@@ -11,8 +11,8 @@ Sections:
 
 - ``x2`` / ``x4`` at each input size: flowup's default (the model's steps and back-projection, the
   runtime ``auto`` picks: on a CPU, torch-bf16 where it has AMX, else ONNX Runtime), flowup on
-  PyTorch float32 eager (the default before the fast paths), the other fast runtime this machine
-  can run (with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
+  PyTorch float32 eager (the default before the fast paths), the other fast runtimes this machine
+  can run (``onnx-int8`` among them, opt-in; with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
   back-projection), PSU (flowup's source: bicubic + codec round trip), bicubic, and Real-ESRGAN
   through ncnn (:mod:`eval.realesrgan`): ``realesr-animevideov3-x2`` (compact; twice for x4) and
   ``realesrgan-x4plus`` (x4 native; its x2 row is the x4 output downsampled, as its tools do).
@@ -176,9 +176,9 @@ def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, de
 
 
 def _other_runtimes(pipe, active: str) -> list[str]:
-    """The fast CPU runtimes other than ``active`` that can run ``pipe`` here."""
+    """The fast CPU runtimes other than ``active`` that can run ``pipe`` here (``onnx-int8`` included)."""
     found = []
-    for runtime in ("torch-bf16", "onnx"):
+    for runtime in ("torch-bf16", "onnx", "onnx-int8"):
         if runtime != active:
             try:
                 pipe.set_runtime(runtime).active_runtime()
@@ -332,6 +332,9 @@ def _lever_rows(pipe, args) -> list[BenchRow]:
         engine = load_engine(flow, codec)  # before torch.compile, whose worker threads outlive its rows
         add("ONNX Runtime", lambda x: engine.encoder_stages.image_wide(engine.encoder_stages.local(x)),
             engine.velocity, lambda z: engine.decoder_stages.local(engine.decoder_stages.image_wide(z)))  # fmt: skip
+        int8 = load_engine(flow, codec, int8=True)  # the flow stays float32: its row repeats the one above
+        add("ONNX Runtime int8 codec", lambda x: int8.encoder_stages.image_wide(int8.encoder_stages.local(x)),
+            int8.velocity, lambda z: int8.decoder_stages.local(int8.decoder_stages.image_wide(z)))  # fmt: skip
         try:
             encoder_c = torch.compile(codec.encoder)
             decoder_c = torch.compile(codec.decoder)

@@ -17,8 +17,9 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             :mod:`flowup.back_projection`), ``flowup:euler:1:bp5:d0.5`` (half the
                             detail the flow adds: the pipeline's ``detail``; ``d1,0.5``: one per
                             stage at x4), ``flowup:ibp5`` (x4:
-                            5 back-projection steps of the output onto the input itself); without
-                            arguments the model's defaults
+                            5 back-projection steps of the output onto the input itself),
+                            ``flowup:int8`` (the ``onnx-int8`` runtime, :mod:`flowup.onnx_int8`,
+                            instead of the run's); without arguments the model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
@@ -278,6 +279,13 @@ def _input_back_projection_arg(spec: MethodSpec) -> tuple[MethodSpec, int]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), int(found[0][3:])
 
 
+def _int8_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
+    """Split an ``int8`` argument (run this row on the ``onnx-int8`` runtime) off the arguments."""
+    if "int8" not in spec.args:
+        return spec, False
+    return dataclasses.replace(spec, args=[a for a in spec.args if a != "int8"]), True
+
+
 def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float | None, int]:
     """``(solver, steps, back_projection_steps, detail, input_back_projection_steps)`` from
     ``:SOLVER[:STEPS[:bpN]][:ibpN][:dX]``, None (ibp: 0) where not given."""
@@ -303,18 +311,22 @@ class FlowUp(Method):
 
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
+        spec, int8 = _int8_arg(spec)
         self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
             _solver_args(spec)
         )
+        runtime = "onnx-int8" if int8 else ctx.runtime
         if pipeline is None:
             from flowup.pipeline import FlowUpPipeline, default_model_path
 
             folder = spec.path or ctx.model or default_model_path()
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"flowup model folder {folder} does not exist")
-            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=ctx.runtime)
+            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=runtime)
             self.training_cost = read_training_cost(folder)
         self.pipe = pipeline.to(ctx.device)
+        if int8:
+            self.pipe.set_runtime("onnx-int8")
         self.pipe.set_progress_bar_config(disable=True)
 
     def modules(self) -> list[nn.Module]:
@@ -529,7 +541,7 @@ def parse_method(text: str) -> MethodSpec:
         raise UnknownMethodError(f"{text!r}: empty label before '='")
     spec = MethodSpec(text=body, label=label.strip(), family=family, path=path, args=args)
     if family == "flowup":
-        _solver_args(spec)  # validate early, before any model is loaded
+        _solver_args(_int8_arg(spec)[0])  # validate early, before any model is loaded
     return spec
 
 

@@ -34,7 +34,7 @@ SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed takes; ComfyUI's own se
 PROGRESS_STEPS = 100  # the ComfyUI progress bar counts percent of the call's work
 DEVICES = ["auto", "cpu", "cuda"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
-RUNTIMES = ["auto", "torch", "torch-bf16", "onnx"]  # flowup.pipeline.RUNTIMES, listed here to avoid importing it
+RUNTIMES = ["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]  # flowup.pipeline.RUNTIMES, listed here to avoid importing it
 # The packaged model's defaults (flowup/pretrained/taef2-x2/model_index.json; a test keeps them in step).
 DEFAULT_STEPS = 1
 DEFAULT_BACK_PROJECTION = 5
@@ -66,7 +66,9 @@ class FlowUpLoader:
                                    "tooltip": "auto: float16 on a GPU, float32 on the CPU (float16 is refused there)."}),
                 "runtime": (RUNTIMES, {"default": "auto",
                                        "tooltip": "What runs the networks on a CPU; auto picks the fastest that "
-                                                  "applies (bfloat16 on AMX CPUs, else ONNX Runtime)."}),
+                                                  "applies (bfloat16 on AMX CPUs, else ONNX Runtime); "
+                                                  "onnx-int8: the codec in 8-bit integers, about 1.4x faster, "
+                                                  "0.1-0.3 dB lower PSNR."}),
             }
         }  # fmt: skip
 

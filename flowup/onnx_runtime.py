@@ -232,15 +232,24 @@ def _session_call(session) -> Callable[..., torch.Tensor]:
     return run
 
 
-def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None) -> OnnxEngine:
-    """The engine for these networks: exported once into the cache, then loaded from there."""
+def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, int8: bool = False) -> OnnxEngine:
+    """The engine for these networks: exported once into the cache, then loaded from there.
+    ``int8``: the codec's local graphs quantized (:mod:`flowup.onnx_int8`), cached apart."""
     key = fingerprint(flow, codec)
+    if int8:
+        import onnxruntime
+
+        from flowup.onnx_int8 import CALIBRATION_VERSION
+
+        key = hashlib.sha256(f"{key}-int8-{CALIBRATION_VERSION}-{onnxruntime.__version__}".encode()).hexdigest()[:24]
     folder = cache_dir() / "onnx" / key
     if not (folder / "onnx_manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
         try:
             export_onnx(flow, codec, staging)
+            if int8:
+                _quantize(staging, flow, codec)
             try:
                 os.replace(staging, folder)  # atomic; another process may have won the race
             except OSError:
@@ -249,3 +258,15 @@ def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None) -
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return OnnxEngine.load(folder, threads)
+
+
+def _quantize(folder: Path, flow: nn.Module, codec: nn.Module) -> None:
+    """Quantize an exported folder's codec graphs in place and record it in its manifest."""
+    from flowup.onnx_int8 import quantize_codec_graphs
+
+    manifest_path = folder / "onnx_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    with torch.no_grad():
+        manifest["quantization"] = quantize_codec_graphs(folder, _cpu_float32(flow).eval(), _cpu_float32(codec).eval(),
+                                                         manifest["size_multiple"])  # fmt: skip
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

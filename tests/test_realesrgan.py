@@ -99,6 +99,8 @@ def test_bench_command_writes_json_and_markdown(fake_wheel, tiny_pipeline_dir, t
     assert rows[("x2", "flowup, PyTorch float32 eager (previous default)")]["psnr_vs_torch"] == float("inf")
     if default["method"] == "flowup default (torch-bf16)":  # ONNX Runtime is always there to compare
         assert rows[("x2", "flowup, runtime onnx")]["psnr_vs_torch"] > 60
+    assert 25 < rows[("x2", "flowup, runtime onnx-int8")]["psnr_vs_torch"] < 100  # opt-in int8: close, not equal
+    assert 25 < rows[("levers", "ONNX Runtime int8 codec: decode")]["psnr_vs_torch"] < 100
     assert {m for s, m in rows if m.startswith("  stage:")} >= {"  stage: encode", "  stage: decode", "  stage: flow (1 NFE)"}
     assert rows[("x4", "Real-ESRGAN x4plus (realesrgan-x4plus, ncnn)")]["output_pixels"] == 64 * 64
     assert rows[("x2", "Real-ESRGAN compact (realesr-animevideov3-x2, ncnn)")]["s_per_mp"] > 0

@@ -1,6 +1,6 @@
 """How far the fast CPU runtimes' outputs are from PyTorch float32's (docs/speed.md).
 
-    PYTHONPATH=. python docs/scripts/runtime_psnr.py [--hr DIR ...] [--runtimes torch-bf16 onnx] [--limit N]
+    PYTHONPATH=. python docs/scripts/runtime_psnr.py [--hr DIR ...] [--runtimes torch-bf16 onnx onnx-int8] [--limit N]
 
 For every high-res image of the folders (default: the validation sets Set5, Set14 and BSD100),
 makes the evaluation's low-res input (``eval.data.prepare_image``), upscales it with the shipped
@@ -36,7 +36,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hr", nargs="+", default=[str(VAL / s) for s in ("Set5", "Set14", "BSD100")])
-    parser.add_argument("--runtimes", nargs="+", default=["torch-bf16", "onnx"], choices=["torch-bf16", "onnx"])
+    parser.add_argument("--runtimes", nargs="+", default=["torch-bf16", "onnx"], choices=["torch-bf16", "onnx", "onnx-int8"])
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--limit", type=int, help="at most this many images per folder")
     parser.add_argument("--seed", type=int, default=0)
