@@ -17,17 +17,18 @@ Choices, each measured (docs/speed.md):
 - MinMax activation ranges from a fixed calibration set that ships with flowup: the example photo
   ``flowup/assets/grace_hopper_256.jpg``, its mirror image and its half-size copy, through the same
   x2 source the pipeline encodes and the one-step latent it decodes (:func:`calibration_feeds`).
-  Ranges from eight training photos instead gave outputs within 0.1 dB of these.
 
 It is opt-in (``--runtime onnx-int8``, ``runtime="onnx-int8"``): the output is not the float32 model's
-to float rounding (median 42 dB PSNR against it on Set14 and four wallpapers, 35 dB at worst, PSNR-Y
-0.1-0.3 dB lower against the high-res image), in exchange for about 1.4x the speed of ``onnx``.
+to float rounding (median 40-43 dB PSNR against it on Set5 / Set14, 34 dB at worst; PSNR-Y 0.12-0.16
+dB lower on Set14 and BSD100, patch-FID unchanged), in exchange for 1.6-1.9x the speed of ``onnx`` on
+a 2-core AVX2 CPU (docs/speed.md).
 Quantized graphs are cached beside the float32 ones (:func:`flowup.onnx_runtime.load_engine`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,13 @@ def calibration_feeds(flow: nn.Module, codec: nn.Module, size_multiple: int) -> 
     return feeds
 
 
-def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module, size_multiple: int) -> dict:
+def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module, size_multiple: int,
+                          weight_bits: int = 7) -> dict:  # fmt: skip
     """Replace :data:`QUANTIZED_GRAPHS` in ``folder`` (written by :func:`flowup.onnx_runtime.export_onnx`
-    from these float32 CPU modules) by their int8 versions; returns the settings for the manifest."""
+    from these float32 CPU modules) by their int8 versions; returns the settings for the manifest.
+    ``weight_bits``: 7 (the runtime's) or 8 (full range: saturates on AVX2, for comparison)."""
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class _Reader(CalibrationDataReader):
@@ -99,19 +104,29 @@ def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module,
         def get_next(self) -> dict | None:
             return next(self._feeds, None)
 
+    import onnx
+    import onnxruntime
+
     folder = Path(folder)
     feeds = calibration_feeds(flow, codec, size_multiple)
     for name in QUANTIZED_GRAPHS:
         source = folder / f"{name}.onnx"
         target = folder / f"{name}.int8.onnx"
-        import onnx
-
         input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
-        quantize_static(str(source), str(target), _Reader(input_name, feeds[name]), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=True, calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
+        # The quantizer's advice ("consider pre-processing") goes to the root logger and its
+        # calibration sessions log unused initializers: neither is news to a user, so both are muted.
+        muted = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        onnxruntime.set_default_logger_severity(3)
+        try:
+            quantize_static(str(source), str(target), _Reader(input_name, feeds[name]), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            reduce_range=weight_bits == 7, calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
+        finally:
+            logging.disable(muted)
+            onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default (warnings)
         target.replace(source)
     for leftover in folder.glob("*-inferred.onnx"):  # the quantizer's shape-inference scratch files
         leftover.unlink()
-    return {"graphs": list(QUANTIZED_GRAPHS), "format": "QDQ", "activations": "uint8", "weights": "int8 per channel, 7-bit range",
+    return {"graphs": list(QUANTIZED_GRAPHS), "format": "QDQ", "activations": "uint8", "weights": f"int8 per channel, {weight_bits}-bit range",
             "calibration": f"MinMax over {CALIBRATION_IMAGE.name} (3 variants)", "version": CALIBRATION_VERSION}  # fmt: skip

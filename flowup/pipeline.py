@@ -128,7 +128,7 @@ class FlowUpPipeline(DiffusionPipeline):
     ``"torch-bf16"`` (oneDNN bfloat16 on a CPU, :mod:`flowup.bf16_runtime`: about 4x faster where
     the CPU has AMX), ``"onnx"`` (ONNX Runtime, :mod:`flowup.onnx_runtime`: CPU, float32, about
     2-3x faster), ``"onnx-int8"`` (the same with the codec's convolutions in 8-bit integers,
-    :mod:`flowup.onnx_int8`: opt-in, about 1.4x faster again on a CPU without AMX, at 0.1-0.3 dB
+    :mod:`flowup.onnx_int8`: opt-in, about 1.7x faster again on a CPU without AMX, at 0.1-0.2 dB
     PSNR-Y) or ``"auto"`` (the default of :meth:`from_pretrained`: on a CPU in float32,
     torch-bf16 where the CPU has AMX, else ONNX Runtime float32; torch elsewhere).
 

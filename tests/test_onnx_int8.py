@@ -27,13 +27,15 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
-def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32():
+def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32(capfd):
     pipe = make_tiny_pipeline(default_back_projection_steps=2)
     image = torch.rand(1, 3, 40, 72)
     expected = pipe(image=image, generator=torch.Generator().manual_seed(1), output_type="pt").images
     pipe.set_runtime("onnx-int8")
     assert pipe.active_runtime() == "onnx-int8"
+    capfd.readouterr()
     out = pipe(image=image, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    assert capfd.readouterr().err == ""  # the quantizer ran (first use) and its logging stayed muted
     assert out.shape == expected.shape == (1, 3, 80, 144)
     assert (out - expected).abs().max() > 1e-3  # quantized: not float32 to rounding
     assert _psnr(out, expected) > 30  # ... but close to it
@@ -105,7 +107,7 @@ def test_eval_spec_int8_runs_the_row_on_the_int8_runtime(tiny_pipeline_dir):
     assert method.upscale(lr, None).shape == (1, 3, 32, 48)
 
 
-def test_cli_runtime_onnx_int8_writes_an_image_close_to_onnx(tmp_path, tiny_pipeline_dir):
+def test_cli_runtime_onnx_int8_writes_an_image_close_to_onnx(tmp_path, tiny_pipeline_dir, capfd):
     from flowup.cli import main
 
     source = tmp_path / "a.png"
@@ -116,6 +118,7 @@ def test_cli_runtime_onnx_int8_writes_an_image_close_to_onnx(tmp_path, tiny_pipe
         assert main(["upscale", str(source), "-o", str(target), "--model", str(tiny_pipeline_dir),
                      "--runtime", runtime, "--threads", "1", "-q"]) == 0  # fmt: skip
         outputs[runtime] = np.asarray(PIL.Image.open(target), dtype=np.float64)
+        assert capfd.readouterr().err == ""  # -q: nothing on stderr
     assert outputs["onnx-int8"].shape == (24, 38, 3)
     mse = ((outputs["onnx-int8"] - outputs["onnx"]) ** 2).mean()
     assert 0 < mse and 10 * np.log10(255**2 / mse) > 25

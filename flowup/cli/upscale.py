@@ -46,7 +46,7 @@ examples:
   flowup upscale big.png -o big_2x.webp --tile 64 --device cpu # one file, small tiles
   flowup upscale in/ -o out/ --format same --skip-existing     # resume an interrupted batch
   flowup upscale in/ -o out/ --threads 4 --runtime torch       # 4 CPU threads, PyTorch kernels
-  flowup upscale in/ -o out/ --runtime onnx-int8               # CPU without AMX: 8-bit codec, ~1.4x faster
+  flowup upscale in/ -o out/ --runtime onnx-int8               # CPU without AMX: 8-bit codec, ~1.7x faster
 
 Images of any size and mode work: EXIF orientation is applied, greyscale stays greyscale,
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("auto", "torch", "torch-bf16", "onnx", "onnx-int8"), default="auto",
                    help="what runs the networks on a CPU: torch-bf16 = PyTorch in bfloat16 (fastest on CPUs "
                         "with AMX), onnx = ONNX Runtime in float32, onnx-int8 = ONNX Runtime with the codec in "
-                        "8-bit integers (about 1.4x faster than onnx, 0.1-0.3 dB lower PSNR; opt-in), torch = "
+                        "8-bit integers (about 1.7x faster than onnx, 0.1-0.2 dB lower PSNR-Y; opt-in), torch = "
                         "PyTorch in float32 (default: auto = torch-bf16 where the CPU has AMX, else onnx; "
                         "torch on a GPU)")
     p.add_argument("--threads", type=positive_int, metavar="N",
