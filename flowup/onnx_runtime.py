@@ -107,10 +107,12 @@ def _export_one(module: nn.Module, args: tuple, names: list[str], path: Path, ax
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)  # fmt: skip
 
 
-def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: bool = False) -> dict[str, Path]:
+def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: bool = False,
+                int8: bool = False) -> dict[str, Path]:  # fmt: skip
     """Write the :data:`GRAPHS` (and with ``joined`` also ``encoder.onnx`` / ``decoder.onnx``) and
     ``onnx_manifest.json`` to ``out_dir``; returns ``{graph name: path}``. Exports float32 copies on
-    the CPU; the given modules are not changed."""
+    the CPU; the given modules are not changed. ``int8``: the codec's local graphs quantized
+    (:mod:`flowup.onnx_int8`; the joined graphs are built from the quantized halves)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flow32 = _Velocity(_cpu_float32(flow)).eval()
@@ -138,6 +140,12 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
         ("decoder_local", dec.local, features_out, ["features", "images"]),
     ):
         _export_one(_Call(fn), (example,), names, paths[name], {names[0]: nchw, names[1]: nchw})
+    quantization = None
+    if int8:
+        from flowup.onnx_int8 import quantize_codec_graphs
+
+        with torch.no_grad():
+            quantization = quantize_codec_graphs(out, flow32.flow, codec32, multiple)
     if joined:
         paths["encoder"] = _join(paths["encoder_local"], paths["encoder_image_wide"], out / "encoder.onnx")
         paths["decoder"] = _join(paths["decoder_image_wide"], paths["decoder_local"], out / "decoder.onnx")
@@ -154,6 +162,8 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
         "composition": {"encode": "encoder_image_wide(encoder_local(images))",
                         "decode": "decoder_local(decoder_image_wide(latents))"},
     }  # fmt: skip
+    if quantization is not None:
+        manifest["quantization"] = quantization
     (out / "onnx_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return paths
 
@@ -247,9 +257,7 @@ def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, i
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
         try:
-            export_onnx(flow, codec, staging)
-            if int8:
-                _quantize(staging, flow, codec)
+            export_onnx(flow, codec, staging, int8=int8)
             try:
                 os.replace(staging, folder)  # atomic; another process may have won the race
             except OSError:
@@ -259,14 +267,3 @@ def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, i
             shutil.rmtree(staging, ignore_errors=True)
     return OnnxEngine.load(folder, threads)
 
-
-def _quantize(folder: Path, flow: nn.Module, codec: nn.Module) -> None:
-    """Quantize an exported folder's codec graphs in place and record it in its manifest."""
-    from flowup.onnx_int8 import quantize_codec_graphs
-
-    manifest_path = folder / "onnx_manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    with torch.no_grad():
-        manifest["quantization"] = quantize_codec_graphs(folder, _cpu_float32(flow).eval(), _cpu_float32(codec).eval(),
-                                                         manifest["size_multiple"])  # fmt: skip
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -122,3 +122,20 @@ def test_cli_runtime_onnx_int8_writes_an_image_close_to_onnx(tmp_path, tiny_pipe
     assert outputs["onnx-int8"].shape == (24, 38, 3)
     mse = ((outputs["onnx-int8"] - outputs["onnx"]) ** 2).mean()
     assert 0 < mse and 10 * np.log10(255**2 / mse) > 25
+
+
+def test_cli_export_onnx_int8_writes_quantized_joined_graphs_that_run(tmp_path, capsys, tiny_pipeline_dir):
+    import onnxruntime as ort
+
+    from flowup.cli import main
+
+    out = tmp_path / "onnx-int8"
+    assert main(["export-onnx", str(tiny_pipeline_dir), str(out), "--int8"]) == 0
+    manifest = json.loads((out / "onnx_manifest.json").read_text())
+    assert manifest["quantization"]["graphs"] == ["encoder_local", "decoder_local"]
+    for name in ("encoder", "decoder", "encoder_local", "decoder_local"):  # joined from the quantized halves
+        assert "QuantizeLinear" in _op_types(out / f"{name}.onnx")
+    assert "QuantizeLinear" not in _op_types(out / "flow.onnx")
+    decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    images = decoder.run(None, {decoder.get_inputs()[0].name: np.zeros((2, 32, 3, 5), np.float32)})[0]
+    assert images.shape == (2, 3, 24, 40)

@@ -19,12 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "and spatial sizes): flow.onnx, encoder.onnx, decoder.onnx, the codec halves that "
                     "tiled inference runs (encoder_local / encoder_image_wide / decoder_image_wide / "
                     "decoder_local) and onnx_manifest.json.",
-        epilog="example:\n  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2\n\n"
+        epilog="examples:\n  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2\n"
+               "  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2-int8 --int8\n\n"
                "flow.onnx takes x_t (N, C, h, w), t (N,) and cond (N, C, h, w); see docs/speed.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("model", metavar="MODEL_DIR", help="model folder saved by FlowUpPipeline.save_pretrained")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write the .onnx files to (created if needed)")
+    p.add_argument("--int8", action="store_true",
+                   help="quantize the codec's convolutions to 8-bit integers, as the onnx-int8 runtime runs "
+                        "them (encoder / decoder graphs; the flow stays float32; docs/speed.md)")
     p.set_defaults(func=run, prog_name="flowup")
     return p
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(one_line(err)) from None
     except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
         raise UsageError(f"cannot load the model from {args.model}: {one_line(err)}") from None
-    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True)
+    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True, int8=args.int8)
     for path in paths.values():
         print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
     print(f"{out / 'onnx_manifest.json'}")
