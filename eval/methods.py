@@ -315,17 +315,16 @@ class FlowUp(Method):
         self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
             _solver_args(spec)
         )
-        runtime = "onnx-int8" if int8 else ctx.runtime
         if pipeline is None:
             from flowup.pipeline import FlowUpPipeline, default_model_path
 
             folder = spec.path or ctx.model or default_model_path()
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"flowup model folder {folder} does not exist")
-            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=runtime)
+            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=ctx.runtime)
             self.training_cost = read_training_cost(folder)
         self.pipe = pipeline.to(ctx.device)
-        if int8:
+        if int8:  # this row only, whatever the run's runtime
             self.pipe.set_runtime("onnx-int8")
         self.pipe.set_progress_bar_config(disable=True)
 

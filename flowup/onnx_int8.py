@@ -7,13 +7,13 @@ local codec graphs (``encoder_local``, ``decoder_local``: every full- to /8-reso
 with ONNX Runtime's static quantizer. The velocity model and the image-wide GroupNorm blocks (at
 latent resolution, a few percent of the work) stay float32.
 
-Choices, each measured (docs/speed.md):
+Choices (figures in docs/speed.md):
 
 - QDQ format, uint8 activations, per-channel int8 weights **in 7 bits** (``reduce_range``). On x86
   CPUs without VNNI, ONNX Runtime's U8S8 kernels add pairs of products in saturating 16-bit
   integers; with full 8-bit weights one Set14 image (foreman) lost 1.1 dB PSNR-Y to that
-  saturation, with 7-bit weights 0.2 dB. uint8 weights (U8U8) avoid it too, but run no faster
-  than float32 there.
+  saturation, with 7-bit weights 0.2 dB. uint8 weights (U8U8) avoid it too, but gained far less
+  speed there.
 - MinMax activation ranges from a fixed calibration set that ships with flowup: the example photo
   ``flowup/assets/grace_hopper_256.jpg``, its mirror image and its half-size copy, through the same
   x2 source the pipeline encodes and the one-step latent it decodes (:func:`calibration_feeds`).
@@ -95,6 +95,8 @@ def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module,
     ``weight_bits``: 7 (the runtime's) or 8 (full range: saturates on AVX2, for comparison)."""
     if weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
+    import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class _Reader(CalibrationDataReader):
@@ -103,9 +105,6 @@ def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module,
 
         def get_next(self) -> dict | None:
             return next(self._feeds, None)
-
-    import onnx
-    import onnxruntime
 
     folder = Path(folder)
     feeds = calibration_feeds(flow, codec, size_multiple)

@@ -266,4 +266,3 @@ def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, i
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return OnnxEngine.load(folder, threads)
-
