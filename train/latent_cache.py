@@ -12,6 +12,11 @@ the bicubic downsample of the crop but a model's upscale of a further downsample
 given the crop's x4 downsample makes what the second stage of a x4 cascade sees at inference), so
 the stage trains on its predecessor's output instead of on clean photos.
 
+Degraded data (``degradation``): the low-res image of each pair is made by
+:func:`flowup.degradations.degrade` (blur, random resize kernel, an autoencoder round trip, noise,
+JPEG / WebP, 8 bits), each crop from its own seeded stream, so the model learns to clean what
+generator outputs carry instead of keeping it.
+
 Training then draws random sub-crops of these latents (:class:`LatentPairDataset`).
 """
 
@@ -61,6 +66,11 @@ class CacheRecipe:
     #: A model folder (or ``"shipped"``): the low-res image is its default upscale of the crop
     #: downsampled by ``scale`` times its own factor (cascade-aware data); None: bicubic downsample.
     source_model: str | None = None
+    #: How the low-res image is degraded (:class:`flowup.degradations.Degradation` settings, as a
+    #: mapping); None: the clean antialiased bicubic downsample.
+    degradation: dict | None = None
+    #: The autoencoder of the degradation's codec round trip (a codec spec); None: ``codec``.
+    degradation_codec: str | None = None
 
 
 def list_images(dirs: list[str | Path]) -> list[Path]:
@@ -127,11 +137,11 @@ def prepare_cache(
         raise ValueError(f"crop_size must be a multiple of {8 * recipe.scale}")
     out_dir = Path(out_dir)
     kept_shards, kept_pairs = _shards_to_keep(recipe, out_dir, resume)
-    make_low_res = _low_res_maker(recipe)
+    codec = codec if codec is not None else load_codec(recipe.codec)
+    make_low_res = _low_res_maker(recipe, codec)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("shard-*.tmp"):  # a shard being written when a run was killed
         stale.unlink()
-    codec = codec if codec is not None else load_codec(recipe.codec)
     if bf16:
         from flowup.bf16_runtime import bf16_codec_stages
         from flowup.tiling import encode_tiled
@@ -146,6 +156,8 @@ def prepare_cache(
     (out_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     rng = random.Random(recipe.seed)
     pending: list[torch.Tensor] = []
+    pending_index: list[int] = []  # each pending crop's number in the run (its degradation stream)
+    crop_number = 0
     src_buf: list[torch.Tensor] = []
     hr_buf: list[torch.Tensor] = []
     shard_index, written, skipped = kept_shards, 0, 0
@@ -156,10 +168,11 @@ def prepare_cache(
         if not pending:
             return
         hr = torch.stack(pending)
-        src = upsample(make_low_res(hr), recipe.scale)
+        src = upsample(make_low_res(hr, pending_index), recipe.scale)
         hr_buf.append(encode(hr.to(codec.device)).half().cpu())
         src_buf.append(encode(src.to(codec.device)).half().cpu())
         pending.clear()
+        pending_index.clear()
 
     def flush_shard() -> None:
         nonlocal shard_index, written
@@ -183,10 +196,12 @@ def prepare_cache(
             skipped += 1
             continue
         for crop in _random_crops(image, recipe, rng):
+            crop_number += 1
             if to_replay:
                 to_replay -= 1
                 continue
             pending.append(crop)
+            pending_index.append(crop_number - 1)
             if len(pending) >= batch_size:
                 encode_pending()
         if sum(x.shape[0] for x in hr_buf) >= shard_size:
@@ -226,10 +241,15 @@ def _shards_to_keep(recipe: CacheRecipe, out_dir: Path, resume: bool) -> tuple[i
     return len(shards), pairs
 
 
-def _low_res_maker(recipe: CacheRecipe) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``(N, 3, S, S)`` crops -> their low-res images ``(N, 3, S/scale, S/scale)``, per the recipe."""
+def _low_res_maker(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor, list[int]], torch.Tensor]:
+    """``(N, 3, S, S)`` crops and their numbers in the run -> their low-res images
+    ``(N, 3, S/scale, S/scale)``, per the recipe."""
+    if recipe.degradation is not None:
+        if recipe.source_model is not None:
+            raise ValueError("a cache is either degraded or cascade-aware (--source-model), not both")
+        return _degrader(recipe, codec)
     if recipe.source_model is None:
-        return lambda hr: downsample(hr, recipe.scale)
+        return lambda hr, numbers: downsample(hr, recipe.scale)
     from flowup.model_folder import default_model_path
     from flowup.pipeline import FlowUpPipeline
 
@@ -241,10 +261,30 @@ def _low_res_maker(recipe: CacheRecipe) -> Callable[[torch.Tensor], torch.Tensor
         raise ValueError(f"crop_size must be a multiple of {8 * recipe.scale * factor} with a x{factor} source model")
     generator = torch.Generator().manual_seed(recipe.seed)  # one stream over the crops, in order
 
-    def make(hr: torch.Tensor) -> torch.Tensor:
+    def make(hr: torch.Tensor, numbers: list[int]) -> torch.Tensor:
         lr = downsample(hr, recipe.scale * factor)
         out = pipe(image=lr, scale=factor, generator=generator, output_type="pt")
         return out.images.clamp(0, 1)
+
+    return make
+
+
+def _degrader(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor, list[int]], torch.Tensor]:
+    """Degraded low-res images (:func:`flowup.degradations.degrade`); crop ``k`` of the run draws
+    from its own stream ``Random((seed, k))``, so a resumed cache degrades each crop as before."""
+    from flowup.degradations import degrade, load_degradation
+
+    degradation = load_degradation(recipe.degradation)
+    round_codec = codec if recipe.degradation_codec in (None, recipe.codec) else load_codec(recipe.degradation_codec)
+
+    def round_trip(image: torch.Tensor) -> torch.Tensor:
+        return round_codec.decode(round_codec.encode(image.to(round_codec.device, round_codec.dtype))).float().cpu()
+
+    def make(hr: torch.Tensor, numbers: list[int]) -> torch.Tensor:
+        return torch.stack([
+            degrade(crop, recipe.scale, degradation, random.Random(f"{recipe.seed}/{k}"), round_trip)
+            for crop, k in zip(hr.cpu(), numbers)
+        ]).to(hr)  # fmt: skip
 
     return make
 

@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source-model", default=None, metavar="MODEL",
                         help="cascade-aware pairs for a later stage: the low-res image is MODEL's upscale "
                         "(a model folder, or 'shipped') of the crop downsampled by scale x MODEL's factor")
+    parser.add_argument("--degradation", default=None, metavar="YAML",
+                        help="degrade the low-res side like generator outputs: a YAML of "
+                        "flowup.degradations.Degradation settings (configs/degradations/generator_outputs.yaml is the "
+                        "default model's) or a profile name (clean, jpeg, noise, generator); default: clean bicubic")
+    parser.add_argument("--degradation-codec", default=None, metavar="CODEC",
+                        help="autoencoder of the degradation's round trip (taef2, a TAEF2 folder, a diffusers VAE "
+                        "path); default: --codec")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=8, help="crops encoded at once")
     parser.add_argument("--device", default="cpu")
@@ -40,11 +47,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="encode with oneDNN bfloat16 on the CPU (about 4x faster where the CPU has AMX)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from flowup.degradations import load_degradation
+
+    try:
+        loaded = load_degradation(args.degradation)
+    except ValueError as err:
+        parser.exit(2, f"python -m train prepare: error: {err}\n")
+    degradation = loaded.as_dict() if loaded is not None else None
     recipe = CacheRecipe(
         image_dirs=args.images, codec=args.codec, scale=args.scale, crop_size=args.crop_size,
         crops_per_image=args.crops_per_image, extra_crop_min_side=args.extra_crop_min_side,
         random_downscale_min=args.random_downscale_min, hflip=not args.no_hflip, seed=args.seed,
-        source_model=args.source_model,
+        source_model=args.source_model, degradation=degradation, degradation_codec=args.degradation_codec,
     )  # fmt: skip
     from flowup.codecs import load_codec
 
