@@ -321,3 +321,41 @@ def test_init_weights_starts_from_a_trained_network(tiny_pipeline_dir, tmp_path)
     with pytest.raises(RuntimeError):  # another network shape
         FlowMatchingModule(block_out_channels=(16, 16), layers_per_block=1, norm_num_groups=8, codec="taef2",
                            init_weights=str(tiny_pipeline_dir))  # fmt: skip
+
+
+def test_degraded_cache_records_its_recipe_and_resumes_the_same(workspace, tmp_path):
+    """Degraded pairs: the source differs from the clean cache's, the recipe says how, and each crop
+    draws from its own stream (a resumed run degrades every crop as an uninterrupted one)."""
+    import shutil
+
+    from flowup.degradations import PROFILES
+
+    codec = TAEF2Codec.from_pretrained(workspace["codec"]).eval()
+    base = json.loads((workspace["cache"] / "recipe.json").read_text())
+    recipe = CacheRecipe(**{**base, "degradation": PROFILES["generator"].as_dict()})
+    assert prepare_cache(recipe, tmp_path / "d", codec=codec, shard_size=4, batch_size=3, progress=False) == 10
+    clean = LatentPairDataset(workspace["cache"], latent_size=8)
+    degraded = LatentPairDataset(tmp_path / "d", latent_size=8)
+    assert torch.equal(clean.hr, degraded.hr) and not torch.equal(clean.src, degraded.src)
+    assert json.loads((tmp_path / "d" / "recipe.json").read_text())["degradation"]["quality"] == [85, 85]
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "recipe.json").write_text((tmp_path / "d" / "recipe.json").read_text())
+    shutil.copy(tmp_path / "d" / "shard-00000.safetensors", part)
+    assert prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=2, progress=False, resume=True) == 10
+    assert torch.allclose(LatentPairDataset(part, latent_size=8).src.float(), degraded.src.float(), atol=2e-3)  # batch numerics
+
+
+def test_fine_tune_keeps_the_init_networks_detail_model(tiny_pipeline_dir):
+    from train.module import FlowMatchingModule
+
+    gaussian_dir = tiny_pipeline_dir.parent / "gaussian"
+    if not gaussian_dir.exists():
+        flow = FlowUNet(block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=8, source_skip="gaussian",
+                        skip_noise_alpha=0.9, residual_mean=[0.1] * 32, residual_var=[0.5] * 32)  # fmt: skip
+        flow.save_pretrained(gaussian_dir / "flow")
+    module = FlowMatchingModule(block_out_channels=(32, 32), norm_num_groups=8, source_skip="gaussian",
+                                init_weights=str(gaussian_dir))  # fmt: skip
+    assert module.hparams.residual_mean == [0.1] * 32 and module.hparams.residual_var == [0.5] * 32
+    with pytest.raises(ValueError, match="residual_stats_cache"):
+        FlowMatchingModule(block_out_channels=(32, 32), norm_num_groups=8, source_skip="gaussian")

@@ -43,6 +43,25 @@ def load_flow_weights(path: str | Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no flow weights (diffusion_pytorch_model.safetensors) at {path}")
 
 
+def load_flow_residual_stats(path: str | Path) -> tuple[list[float], list[float]]:
+    """The Gaussian detail model (``residual_mean``, ``residual_var``) of a trained network's
+    ``config.json``, found the way :func:`load_flow_weights` finds its weights."""
+    import json
+
+    from flowup.model_folder import default_model_path
+
+    path = default_model_path() if str(path) == "shipped" else Path(path)
+    folder = path.parent if path.is_file() else path
+    for candidate in (folder / "config.json", folder / "flow" / "config.json"):
+        if candidate.is_file():
+            config = json.loads(candidate.read_text())
+            if config.get("residual_mean") is None or config.get("residual_var") is None:
+                break
+            return list(config["residual_mean"]), list(config["residual_var"])
+    raise FileNotFoundError(f"no Gaussian detail model (residual_mean / residual_var in config.json) at {path}; "
+                            "pass residual_stats_cache")
+
+
 def flow_from_hparams(hp: Mapping[str, Any]) -> FlowUNet:
     """The (untrained) :class:`FlowUNet` that a run's hyperparameters describe.
 
@@ -114,9 +133,12 @@ class FlowMatchingModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if source_skip == "gaussian" and (residual_mean is None or residual_var is None):
-            if residual_stats_cache is None:
+            if residual_stats_cache is None and init_weights is not None:
+                residual_mean, residual_var = load_flow_residual_stats(init_weights)
+            elif residual_stats_cache is None:
                 raise ValueError("source_skip='gaussian' needs residual_mean/residual_var or residual_stats_cache")
-            residual_mean, residual_var = residual_statistics(residual_stats_cache)
+            else:
+                residual_mean, residual_var = residual_statistics(residual_stats_cache)
             # Kept in the checkpoint, so loading and export never need the cache again.
             self.hparams.update(residual_mean=residual_mean, residual_var=residual_var)
         # From the arguments, not self.hparams: a subclass's hparams hold its own arguments.
