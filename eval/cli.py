@@ -7,6 +7,7 @@ Examples::
         --scale 2 --out results/set14
     python -m eval t2i --config configs/eval/t2i_sd15_vs_lcm_sdxl.yaml
     python -m eval bench --out results/bench
+    python -m eval native --images ../shared/data/val/Generated24 --methods bicubic flowup realesrgan-compact-x2
 
 Flags override the config file. Errors (unknown method, missing folder, missing weights) print one
 line and exit with status 2.
@@ -40,6 +41,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, help="timed runs per image, median reported (default 1)")
     p.add_argument("--seed", type=int, help="noise seed of generative methods (default 0)")
     p.add_argument("--crop", choices=["center", "topleft"], help="anchor of the crop to a multiple of 8*scale")
+    p.add_argument("--degrade", metavar="PROFILE",
+                   help="how the low-res input is made from each high-res image: clean (Pillow bicubic, 8 bits; default), "
+                   "jpeg (+ JPEG q75), noise (+ Gaussian noise, 5 levels), generator (softened, grained, JPEG q85: "
+                   "like a generator's output); flowup/degradations.py")
     p.add_argument("--fid-features", help="TorchScript FID feature extractor file, or 'none' to skip FID/KID")
     p.add_argument("--patch-size", type=int, help="patch-FID grid size (default 256)")
     p.add_argument("--kid-subsets", type=int, help="KID subsets (default 100)")
@@ -57,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     from eval.t2i import add_t2i_arguments
 
     add_t2i_arguments(sub.add_parser("t2i", help="text-to-image: base model + flowup vs direct high-res generation"))
+    from eval.native import add_native_arguments
+
+    add_native_arguments(sub.add_parser("native", help="no-reference: native low-res images (a generator's outputs), "
+                                        "flat-area noise and edge sharpness against bicubic, side-by-side crops"))
     from eval.bench import add_bench_arguments
 
     add_bench_arguments(sub.add_parser("bench", help="speed: flowup vs baselines and Real-ESRGAN, one process"))
@@ -103,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, command)
+        if args.command == "native":
+            from eval.native import run_native_command
+
+            return run_native_command(args, command)
         if args.command == "bench":
             from eval.bench import run_bench
 

@@ -2,8 +2,11 @@
 
 Each image is read with :func:`flowup.image_io.load_image` (alpha dropped), **centre-cropped** to
 the largest size whose height and width are multiples of ``8 * scale`` (so the low-res input is a
-whole number of latent pixels), and downsampled by :func:`flowup.resample.downsample` (antialiased
-bicubic), the same resampler training and inference use.
+whole number of latent pixels), and made into the low-res input by a named degradation profile
+(:data:`flowup.degradations.PROFILES`): ``clean`` is the SR literature's input, antialiased bicubic
+with a = -0.5 (Pillow's, as MATLAB's ``imresize``) rounded to 8 bits, as a file holds; ``jpeg``,
+``noise`` and ``generator`` add what generator outputs carry. Each image's noise is seeded by the
+run's seed and the image's name, so every method sees the same input.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+import random
+
+from flowup.degradations import PROFILES, degrade
 from flowup.image_io import IMAGE_EXTENSIONS, load_image
-from flowup.resample import downsample
 
 __all__ = ["EvalImage", "list_images", "crop_to_multiple", "prepare_image"]
 
@@ -69,11 +74,16 @@ def crop_to_multiple(image: torch.Tensor, multiple: int, mode: str = "center") -
     return image[..., top : top + new_h, left : left + new_w]
 
 
-def prepare_image(path: Path, scale: int, root: Path | None = None, crop: str = "center") -> EvalImage:
-    """Load ``path``, crop to a multiple of ``8 * scale``, make the low-res input."""
+def prepare_image(path: Path, scale: int, root: Path | None = None, crop: str = "center",
+                  degrade_profile: str = "clean", seed: int = 0) -> EvalImage:  # fmt: skip
+    """Load ``path``, crop to a multiple of ``8 * scale``, make the low-res input by the named
+    degradation profile (8-bit values; noise seeded by ``seed`` and the image's name)."""
+    if degrade_profile not in PROFILES:
+        raise ValueError(f"unknown degradation profile {degrade_profile!r}; choose one of {', '.join(PROFILES)}")
     rgb = load_image(path).rgb
     hr = crop_to_multiple(rgb, 8 * scale, crop)[None].contiguous()
     name = str(path.relative_to(root).with_suffix("")) if root is not None else path.stem
     if root is not None:
         name = f"{root.name}/{name}"
-    return EvalImage(name=name, path=path, hr=hr, lr=downsample(hr, scale))
+    lr = degrade(hr[0], scale, PROFILES[degrade_profile], random.Random(f"{seed}/{name}"))[None]
+    return EvalImage(name=name, path=path, hr=hr, lr=lr)

