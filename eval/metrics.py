@@ -18,6 +18,10 @@
 - :func:`flat_area_energies`: the high-frequency energy of an output and of its high-res image on
   the high-res image's flattest patches (sky, skin, smooth paint). Their ratio over a set is the
   *flat-area grain*: 1 = as much fine texture there as the real photo, above 1 = added speckle.
+- :func:`no_reference_measures`: for native low-res inputs (no high-res exists), an output's
+  high-frequency energy on flat areas and its gradient on edges, beside the same of the bicubic
+  upscale of the same input; their ratios over a set are *flat-area noise* (below 1 = cleaner
+  than bicubic) and *edge sharpness* (above 1 = crisper than bicubic).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "paired_kid",
     "LpipsMetric",
     "flat_area_energies",
+    "no_reference_measures",
     "GRAIN_PATCH",
     "GRAIN_FLAT_FRACTION",
 ]
@@ -255,20 +260,60 @@ def flat_area_energies(pred: torch.Tensor, target: torch.Tensor, border: int = 0
     """
     _check_pair(pred, target)
     p, t = crop_border(rgb_to_y(pred), border).double(), crop_border(rgb_to_y(target), border).double()
-    n, _, h, w = t.shape
-    patch = max(1, min(patch, h, w))  # a tiny image is one patch
-    rows, cols = h // patch, w // patch
-
-    def tiles(x: torch.Tensor) -> torch.Tensor:  # (N, P, patch * patch)
-        x = x[..., : rows * patch, : cols * patch].reshape(n, rows, patch, cols, patch)
-        return x.permute(0, 1, 3, 2, 4).reshape(n, rows * cols, patch * patch)
-
-    variance = tiles(t).var(dim=-1)
-    count = max(1, round(flat_fraction * rows * cols))
+    patch = max(1, min(patch, *t.shape[-2:]))  # a tiny image is one patch
+    variance = _tiles(t, patch).var(dim=-1)
+    count = max(1, round(flat_fraction * variance.shape[1]))
     flat = variance.argsort(dim=1)[:, :count]  # (N, count) indices of the flattest tiles
+    return _high_pass_energy(p, flat, patch, sigma), _high_pass_energy(t, flat, patch, sigma)
 
-    def energy(x: torch.Tensor) -> torch.Tensor:
-        high = tiles(x - _gaussian_blur(x, sigma)).pow(2).mean(dim=-1)  # (N, P)
-        return high.gather(1, flat).mean(dim=1).float()
 
-    return energy(p), energy(t)
+def _tiles(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(N, 1, H, W)`` -> ``(N, P, patch * patch)``: the grid of whole ``patch`` tiles."""
+    n, _, h, w = x.shape
+    rows, cols = h // patch, w // patch
+    x = x[..., : rows * patch, : cols * patch].reshape(n, rows, patch, cols, patch)
+    return x.permute(0, 1, 3, 2, 4).reshape(n, rows * cols, patch * patch)
+
+
+def _high_pass_energy(y: torch.Tensor, chosen: torch.Tensor, patch: int, sigma: float) -> torch.Tensor:
+    """Mean squared high-pass (``Y - blur(Y, sigma)``) of luma ``(N, 1, H, W)`` over the tiles
+    ``chosen`` ``(N, K)``: ``(N,)``."""
+    high = _tiles(y - _gaussian_blur(y, sigma), patch).pow(2).mean(dim=-1)  # (N, P)
+    return high.gather(1, chosen).mean(dim=1).float()
+
+
+#: No-reference measures: the busiest tenth of each image's tiles are its edges; flat and busy
+#: are judged on the bicubic upscale blurred by this sigma (structure, not the input's noise).
+EDGE_FRACTION = 0.10
+STRUCTURE_SIGMA = 2.0
+
+
+def no_reference_measures(pred: torch.Tensor, bicubic: torch.Tensor, patch: int = GRAIN_PATCH,
+                          flat_fraction: float = GRAIN_FLAT_FRACTION, edge_fraction: float = EDGE_FRACTION,
+                          sigma: float = GRAIN_SIGMA) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Flat-area noise and edge sharpness of upscales of a native low-res image, per image.
+
+    ``pred`` and ``bicubic`` ``(N, 3, H, W)`` in [0, 1]: a method's output and the bicubic upscale
+    of the same input. On luma, tiles of ``patch`` pixels are ranked by the variance of the bicubic
+    upscale blurred by :data:`STRUCTURE_SIGMA`: the lowest ``flat_fraction`` are flat, the highest
+    ``edge_fraction`` edges. Returns ``(N,)`` tensors: ``noise`` and ``noise_bicubic`` (mean squared
+    high-pass on flat tiles, as :func:`flat_area_energies`) and ``edge`` and ``edge_bicubic`` (mean
+    gradient magnitude, central differences, on edge tiles).
+    """
+    _check_pair(pred, bicubic)
+    p, b = rgb_to_y(pred).double(), rgb_to_y(bicubic).double()
+    patch = max(1, min(patch, *b.shape[-2:]))
+    structure = _tiles(_gaussian_blur(b, STRUCTURE_SIGMA), patch).var(dim=-1)
+    order = structure.argsort(dim=1)
+    tiles = order.shape[1]
+    flat = order[:, : max(1, round(flat_fraction * tiles))]
+    edges = order[:, tiles - max(1, round(edge_fraction * tiles)) :]
+
+    def gradient(y: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
+        gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+        gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+        return _tiles((gx**2 + gy**2).sqrt(), patch).mean(dim=-1).gather(1, edges).mean(dim=1).float()
+
+    return {"noise": _high_pass_energy(p, flat, patch, sigma), "noise_bicubic": _high_pass_energy(b, flat, patch, sigma),
+            "edge": gradient(p), "edge_bicubic": gradient(b)}  # fmt: skip

@@ -67,13 +67,15 @@ def plot_quality(
 
 
 def plot_crops(crops: dict[str, dict[str, torch.Tensor]], labels: list[str], out: Path) -> list[Path]:
-    """One PNG per image: LR | each method in ``labels`` | HR. Returns the paths."""
+    """One PNG per image: LR | each method in ``labels`` | HR (where the panels have one: native
+    low-res inputs have none). Returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for image_name, panels in crops.items():
-        hr = panels["HR"]
-        lr = F.interpolate(panels["LR"][None], size=hr.shape[-2:], mode="nearest")[0]
-        columns = [("LR (nearest)", lr)] + [(label, panels[label]) for label in labels if label in panels] + [("HR", hr)]
+        methods = [(label, panels[label]) for label in labels if label in panels]
+        size = (panels["HR"] if "HR" in panels else methods[0][1]).shape[-2:]
+        lr = F.interpolate(panels["LR"][None], size=size, mode="nearest")[0]
+        columns = [("LR (nearest)", lr)] + methods + ([("HR", panels["HR"])] if "HR" in panels else [])
         fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 2.9), squeeze=False)
         for ax, (title, tensor) in zip(axes[0], columns):
             ax.imshow(tensor.clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
