@@ -19,7 +19,8 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             stage at x4), ``flowup:ibp5`` (x4:
                             5 back-projection steps of the output onto the input itself),
                             ``flowup:int8`` (the ``onnx-int8`` runtime, :mod:`flowup.onnx_int8`,
-                            instead of the run's); without arguments the model's defaults
+                            instead of the run's), ``flowup:dn0`` (the pipeline's ``denoise``,
+                            0 to 1: :mod:`flowup.denoise`); without arguments the model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
@@ -279,6 +280,20 @@ def _input_back_projection_arg(spec: MethodSpec) -> tuple[MethodSpec, int]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), int(found[0][3:])
 
 
+def _denoise_arg(spec: MethodSpec) -> tuple[MethodSpec, float | None]:
+    """Split a ``dnS`` argument (the pipeline's ``denoise``, 0 to 1) off the arguments."""
+    found = [a for a in spec.args if a.startswith("dn")]
+    if not found:
+        return spec, None
+    try:
+        value = float(found[0][2:])
+    except ValueError:
+        value = -1.0
+    if len(found) > 1 or not 0 <= value <= 1:
+        raise UnknownMethodError(f"{spec.text!r}: denoise must be one dnS with S in [0, 1], got {found}")
+    return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), value
+
+
 def _int8_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
     """Split an ``int8`` argument (run this row on the ``onnx-int8`` runtime) off the arguments."""
     if "int8" not in spec.args:
@@ -312,6 +327,7 @@ class FlowUp(Method):
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
         spec, int8 = _int8_arg(spec)
+        spec, self.denoise = _denoise_arg(spec)
         self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
             _solver_args(spec)
         )
@@ -344,6 +360,7 @@ class FlowUp(Method):
             back_projection_steps=self.back_projection_steps,
             detail=self.detail,
             input_back_projection_steps=self.input_back_projection_steps,
+            denoise=self.denoise,
         )
         self.nfe = int(out.nfe)
         return out.images.float()
@@ -540,7 +557,7 @@ def parse_method(text: str) -> MethodSpec:
         raise UnknownMethodError(f"{text!r}: empty label before '='")
     spec = MethodSpec(text=body, label=label.strip(), family=family, path=path, args=args)
     if family == "flowup":
-        _solver_args(_int8_arg(spec)[0])  # validate early, before any model is loaded
+        _solver_args(_denoise_arg(_int8_arg(spec)[0])[0])  # validate early, before any model is loaded
     return spec
 
 

@@ -2,7 +2,8 @@
 
 Layout (diffusers' pipeline layout): ``model_index.json`` (the pipeline config and its components),
 ``flow/`` (the velocity network: ``config.json`` + safetensors), optionally ``cascade_flow/`` (the
-network of the later stages of a x4 / x8 cascade, trained on the first stage's outputs) and, unless the codec is the
+network of the later stages of a x4 / x8 cascade, trained on the first stage's outputs) and
+``faithful_flow/`` (the denoise control's faithful end, :mod:`flowup.denoise`) and, unless the codec is the
 standard TAEF2 (recorded as ``codec_spec: "taef2"`` and rebuilt from the packaged weights),
 ``codec/``. Loading imports component classes only from ``flowup`` or ``diffusers`` (a folder
 cannot make flowup run other code) and checks the config before reading any weights.
@@ -22,7 +23,7 @@ import torch
 from flowup.codecs import TAEF2Codec, load_codec
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
-__all__ = ["ModelNotFoundError", "DEFAULT_MODEL_DIR", "DEFAULT_NOISE_ALPHA", "default_model_path", "check_config",
+__all__ = ["ModelNotFoundError", "DEFAULT_MODEL_DIR", "DEFAULT_NOISE_ALPHA", "OPTIONAL_NETWORKS", "default_model_path", "check_config",
            "save_model_folder", "load_model_folder"]  # fmt: skip
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
@@ -30,7 +31,9 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
 # every model trained here; the paper's step 400 of 1000 would be flowup.flow.alpha_bar_at(400) ~ 0.654.
 DEFAULT_NOISE_ALPHA = 0.9
 _CONFIG_KEYS = ("noise_alpha", "scale_factor", "default_num_inference_steps", "default_solver", "codec_spec",
-                "default_back_projection_steps", "default_cascade_detail")  # fmt: skip
+                "default_back_projection_steps", "default_cascade_detail", "default_denoise")  # fmt: skip
+#: The optional networks a model folder may hold beside ``flow/``, each in a folder of its name.
+OPTIONAL_NETWORKS = ("cascade_flow", "faithful_flow")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -55,6 +58,7 @@ def check_config(
     default_back_projection_steps: Any = 0,
     codec_spec: Any = None,
     default_cascade_detail: Any = 1.0,
+    default_denoise: Any = 1.0,
 ) -> None:
     """Raise ValueError naming the first bad value of a pipeline config (NaN, negative steps ...)."""
 
@@ -74,6 +78,8 @@ def check_config(
     if isinstance(default_cascade_detail, bool) or not isinstance(default_cascade_detail, (int, float)) \
             or not 0 <= default_cascade_detail <= 2:  # fmt: skip
         raise ValueError(f"default_cascade_detail must be a number in [0, 2], got {default_cascade_detail!r}")
+    if isinstance(default_denoise, bool) or not isinstance(default_denoise, (int, float)) or not 0 <= default_denoise <= 1:
+        raise ValueError(f"default_denoise must be a number in [0, 1], got {default_denoise!r}")
     if codec_spec is not None and not isinstance(codec_spec, str):
         raise ValueError(f"codec_spec must be a string, got {codec_spec!r}")
 
@@ -98,9 +104,10 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
         return cast_module(copy.deepcopy(module), torch_dtype) if torch_dtype is not None else module
 
     prepared(pipe.flow).save_pretrained(folder / "flow", safe_serialization=True, **kwargs)
-    cascade_flow = getattr(pipe, "cascade_flow", None)
-    if cascade_flow is not None:
-        prepared(cascade_flow).save_pretrained(folder / "cascade_flow", safe_serialization=True, **kwargs)
+    optional = {name: getattr(pipe, name, None) for name in OPTIONAL_NETWORKS}
+    for name, network in optional.items():
+        if network is not None:
+            prepared(network).save_pretrained(folder / name, safe_serialization=True, **kwargs)
     index = dict(pipe.config)
     for key in ("_name_or_path", "_module"):
         index.pop(key, None)
@@ -108,10 +115,11 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
     index["_diffusers_version"] = diffusers.__version__
     index["codec_spec"] = codec_spec
     index["flow"] = list(_library_and_class(pipe.flow))
-    if cascade_flow is not None:
-        index["cascade_flow"] = list(_library_and_class(cascade_flow))
-    else:
-        index.pop("cascade_flow", None)
+    for name, network in optional.items():
+        if network is not None:
+            index[name] = list(_library_and_class(network))
+        else:
+            index.pop(name, None)
     if save_codec:
         prepared(pipe.codec).save_pretrained(folder / "codec", safe_serialization=True, **kwargs)
         index["codec"] = list(_library_and_class(pipe.codec))
@@ -122,9 +130,10 @@ def save_model_folder(pipe: Any, save_directory: str | Path, save_codec: bool | 
 
 def load_model_folder(
     path: str | Path, codec: torch.nn.Module | None = None, torch_dtype: torch.dtype | None = None, **kwargs: Any
-) -> tuple[Path, dict[str, Any], torch.nn.Module, torch.nn.Module, torch.nn.Module | None]:
+) -> tuple[Path, dict[str, Any], torch.nn.Module, torch.nn.Module, dict[str, torch.nn.Module | None]]:
     """Read a model folder (or a hub id, downloaded by diffusers):
-    ``(folder, config, flow, codec, cascade_flow)`` (``cascade_flow`` None where it has none).
+    ``(folder, config, flow, codec, optional)``, ``optional`` mapping each of
+    :data:`OPTIONAL_NETWORKS` to its network (None where the folder has none).
 
     Raises :class:`ModelNotFoundError` for a missing folder or component, ValueError for a bad
     config (checked before any weights are read)."""
@@ -158,10 +167,10 @@ def load_model_folder(
     except ValueError as err:
         raise ValueError(f"{index_path}: {err}") from None
     flow = _load_component(folder, "flow", index.get("flow"), torch_dtype)
-    cascade_entry = index.get("cascade_flow")
-    cascade_flow = None
-    if cascade_entry and cascade_entry[0] is not None:
-        cascade_flow = _load_component(folder, "cascade_flow", cascade_entry, torch_dtype)
+    optional = {}
+    for name in OPTIONAL_NETWORKS:
+        entry = index.get(name)
+        optional[name] = _load_component(folder, name, entry, torch_dtype).eval() if entry and entry[0] is not None else None
     if codec is None:
         library, class_name = index.get("codec") or (None, None)
         if library is not None and (folder / "codec").is_dir():
@@ -172,7 +181,7 @@ def load_model_folder(
             raise ModelNotFoundError(f"{folder}: no codec/ folder and no codec_spec in model_index.json")
     if torch_dtype is not None:
         codec = cast_module(codec, torch_dtype)
-    return folder, params, flow.eval(), codec.eval(), cascade_flow
+    return folder, params, flow.eval(), codec.eval(), optional
 
 
 def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -38,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from flowup.back_projection import back_project
 from flowup.codecs import Codec, CodecStages
+from flowup.denoise import back_projection_sigma, blend_networks, check_blendable, check_denoise
 from flowup.flow import noise_source
 from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
 from flowup.model_folder import DEFAULT_NOISE_ALPHA, ModelNotFoundError, check_config, default_model_path, load_model_folder, save_model_folder
@@ -139,7 +140,7 @@ class FlowUpPipeline(DiffusionPipeline):
         out.images[0].save("out.png")
     """
 
-    _optional_components = ["codec", "cascade_flow"]
+    _optional_components = ["codec", "cascade_flow", "faithful_flow"]
 
     def enable_model_cpu_offload(self, *args: Any, **kwargs: Any) -> None:
         """Not supported: the codec runs through ``encode`` / ``decode`` (and engines), which
@@ -165,12 +166,14 @@ class FlowUpPipeline(DiffusionPipeline):
         default_back_projection_steps: int = 0,
         default_cascade_detail: float = 1.0,
         cascade_flow: torch.nn.Module | None = None,
+        faithful_flow: torch.nn.Module | None = None,
+        default_denoise: float = 1.0,
     ):
         super().__init__()
         check_config(noise_alpha=noise_alpha, scale_factor=scale_factor, default_solver=default_solver,
                      default_num_inference_steps=default_num_inference_steps,
                      default_back_projection_steps=default_back_projection_steps,
-                     default_cascade_detail=default_cascade_detail)  # fmt: skip
+                     default_cascade_detail=default_cascade_detail, default_denoise=default_denoise)  # fmt: skip
         skip_alpha = getattr(getattr(flow, "config", None), "skip_noise_alpha", None)
         if skip_alpha is not None and abs(float(skip_alpha) - float(noise_alpha)) > 1e-6:
             raise ValueError(f"noise_alpha {noise_alpha} differs from the one the flow's Gaussian skip assumes ({skip_alpha})")
@@ -180,9 +183,13 @@ class FlowUpPipeline(DiffusionPipeline):
                 raise ValueError(f"noise_alpha {noise_alpha} differs from the one the cascade flow's Gaussian skip assumes ({cascade_alpha})")
             if getattr(cascade_flow, "size_multiple", 1) != getattr(flow, "size_multiple", 1):
                 raise ValueError("the cascade flow must take the same latent sizes as the flow (same size_multiple)")
-        self.register_modules(flow=flow, codec=codec, cascade_flow=cascade_flow)
+        if faithful_flow is not None:
+            check_blendable(faithful_flow, flow)
+        self.register_modules(flow=flow, codec=codec, cascade_flow=cascade_flow, faithful_flow=faithful_flow)
         self._runtime = "torch"
-        self._engines: dict[tuple[str, str], tuple] = {}  # (runtime, flow name) -> (state key, engine) once built
+        # (runtime, flow name, denoise) -> (state key, engine) once built
+        self._engines: dict[tuple[str, str, float | None], tuple] = {}
+        self._blends: dict[float, torch.nn.Module] = {}  # denoise -> the blended flow (flowup.denoise)
         self.register_to_config(
             noise_alpha=float(noise_alpha),
             scale_factor=int(scale_factor),
@@ -191,6 +198,7 @@ class FlowUpPipeline(DiffusionPipeline):
             codec_spec=codec_spec,
             default_back_projection_steps=default_back_projection_steps,
             default_cascade_detail=float(default_cascade_detail),
+            default_denoise=float(default_denoise),
         )
 
     def stage_count(self, scale: int) -> int:
@@ -246,12 +254,34 @@ class FlowUpPipeline(DiffusionPipeline):
             return "torch-bf16"
         return "onnx" if self._unavailable_reason("onnx") is None else "torch"
 
-    def networks(self, stage: int = 0) -> Networks:
+    def resolve_denoise(self, denoise: float | None) -> float | None:
+        """The denoise setting a call with ``denoise`` runs: None for a model without a
+        ``faithful_flow`` (no control; a number is then a ValueError), else the number, checked,
+        or the config's ``default_denoise``."""
+        if self.faithful_flow is None:
+            if denoise is not None:
+                raise ValueError("this model has no denoise control (no faithful_flow); leave denoise unset")
+            return None
+        return check_denoise(self.config.get("default_denoise", 1.0) if denoise is None else denoise)
+
+    def flow_at(self, denoise: float | None) -> torch.nn.Module:
+        """The first stage's velocity network at ``denoise`` (:func:`flowup.denoise.blend_networks`
+        of ``faithful_flow`` and ``flow``; ``flow`` itself for None)."""
+        if denoise is None or self.faithful_flow is None:
+            return self.flow
+        if denoise not in self._blends:
+            self._blends = {denoise: blend_networks(self.faithful_flow, self.flow, denoise)}  # keep one blend
+        return self._blends[denoise]
+
+    def networks(self, stage: int = 0, denoise: float | None = None) -> Networks:
         """The velocity and codec stages that x2 stage ``stage`` (0 = the first) of a call runs
         now (torch modules, their bfloat16 copies or ONNX Runtime sessions): later stages run
-        ``cascade_flow`` where the model has one, else ``flow``."""
+        ``cascade_flow`` where the model has one, else ``flow`` (at ``denoise``, as
+        :meth:`resolve_denoise` returns it)."""
         name = "cascade_flow" if stage > 0 and self.cascade_flow is not None else "flow"
-        flow = getattr(self, name)
+        flow = self.cascade_flow if name == "cascade_flow" else self.flow_at(denoise)
+        if name == "cascade_flow":
+            denoise = None
         runtime = self.active_runtime()
         if runtime == "torch":
             return Networks(flow, self.codec.encoder_stages(), self.codec.decoder_stages())
@@ -260,7 +290,7 @@ class FlowUpPipeline(DiffusionPipeline):
         key = (torch.get_num_threads(),) + tuple(
             (p.data_ptr(), 0 if p.is_inference() else p._version) for m in (flow, self.codec) for p in m.parameters()
         )
-        slot = (runtime, name)
+        slot = (runtime, name, denoise)
         if slot not in self._engines or self._engines[slot][0] != key:
             if runtime in ("onnx", "onnx-int8"):
                 from flowup.onnx_runtime import load_engine
@@ -296,6 +326,7 @@ class FlowUpPipeline(DiffusionPipeline):
         progress_callback: Callable[[float], None] | None = None,
         detail: float | None = None,
         input_back_projection_steps: int = 0,
+        denoise: float | None = None,
     ) -> FlowUpPipelineOutput | tuple:
         r"""Upscale ``image`` (or ``latents``) by ``scale``.
 
@@ -332,6 +363,11 @@ class FlowUpPipeline(DiffusionPipeline):
             input_back_projection_steps: for ``scale`` 4 or 8: back-projection steps of the final
                 output onto the call's own input, through the whole x4 downsampling, after each
                 stage's own (which only pins a stage to the previous stage's output); ``0`` = off.
+            denoise: how much of the input's noise and compression artefacts to remove, 0 to 1
+                (:mod:`flowup.denoise`): 0 keeps everything the input holds (the faithful
+                network, full back-projection), 1 cleans (the network trained on degraded inputs,
+                back-projection of colours and tones only). Default: the config's
+                ``default_denoise``. Only for models with a ``faithful_flow``.
             progress_callback: called as ``progress_callback(fraction)`` with the fraction of the
                 call's work done (0 to 1), tile by tile and stage by stage, weighted by cost: one
                 progress display covers one large image as well as a batch.
@@ -359,7 +395,8 @@ class FlowUpPipeline(DiffusionPipeline):
         if not isinstance(input_back_projection_steps, int) or input_back_projection_steps < 0:
             raise ValueError(f"input_back_projection_steps must be an integer >= 0, got {input_back_projection_steps!r}")
 
-        networks = self.networks()
+        denoise = self.resolve_denoise(denoise)
+        networks = self.networks(0, denoise)
         items = self._prepare_inputs(image, latents, latent_upsample, codec_tile_size, networks)
         generators = _per_image_generators(generator, len(items))
         if detail is None:  # x2: the flow's output; x4 (two stages): the model's measured cascade setting
@@ -367,7 +404,7 @@ class FlowUpPipeline(DiffusionPipeline):
         stage_details = _stage_details(detail, stages)
         options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
                        codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps,
-                       networks=networks)  # fmt: skip
+                       networks=networks, back_projection_sigma=0.0 if denoise is None else back_projection_sigma(denoise))  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
         same_size = len({tuple(i.rgb.shape) for i in items}) == 1
@@ -389,13 +426,13 @@ class FlowUpPipeline(DiffusionPipeline):
             group_nfe, latent = 0, None
             for stage in range(stages):
                 pixels = sum(items[i].rgb[0].numel() for i in group) * factor ** (2 * stage + 2)
-                stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage),
+                stage_options = {**options, "networks": networks if stage == 0 else self.networks(stage, denoise),
                                  "detail": stage_details[stage]}  # fmt: skip
                 rgb, latent, nfe = self._upscale_stage(rgb, gens, source_latent if stage == 0 else None, **stage_options,
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
             if stages > 1 and input_back_projection_steps:  # pin the final output to the call's input
-                rgb = back_project(rgb, lr.to(rgb), input_back_projection_steps)
+                rgb = back_project(rgb, lr.to(rgb), input_back_projection_steps, options["back_projection_sigma"])
             nfe_total = max(nfe_total, group_nfe)  # adaptive solvers: the most any image needed
             for k, i in enumerate(group):
                 results[i] = (rgb[k], latent[k])
@@ -418,6 +455,7 @@ class FlowUpPipeline(DiffusionPipeline):
         codec_tile_size: int | None,
         back_projection_steps: int,
         networks: Networks,
+        back_projection_sigma: float = 0.0,
         progress: _WorkProgress | None = None,
         out_pixels: float = 0.0,
         nfe_guess: int = 1,
@@ -454,7 +492,7 @@ class FlowUpPipeline(DiffusionPipeline):
         images = decoded[..., :out_h, :out_w].float()
         del decoded
         finished = progress.part(out_pixels * _WorkProgress.BACK_PROJECTION if back_projection_steps else 0.0)
-        images = back_project(images, rgb.to(images), back_projection_steps)
+        images = back_project(images, rgb.to(images), back_projection_steps, back_projection_sigma)
         if finished is not None:
             finished(1.0)
         latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]
@@ -594,9 +632,9 @@ class FlowUpPipeline(DiffusionPipeline):
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        folder, params, flow, codec, cascade_flow = load_model_folder(pretrained_model_name_or_path, codec, torch_dtype,
-                                                                      **kwargs)  # fmt: skip
-        pipe = cls(flow=flow, codec=codec, cascade_flow=cascade_flow, **params)
+        folder, params, flow, codec, optional = load_model_folder(pretrained_model_name_or_path, codec, torch_dtype,
+                                                                  **kwargs)  # fmt: skip
+        pipe = cls(flow=flow, codec=codec, **optional, **params)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe.set_runtime(runtime)
 

@@ -385,8 +385,8 @@ def test_pad_to_multiple_reflects_repeatedly():
 
 
 def test_pipeline_components_are_registered(tiny_pipeline):
-    assert set(tiny_pipeline.components) == {"flow", "codec", "cascade_flow"}
-    assert tiny_pipeline.cascade_flow is None
+    assert set(tiny_pipeline.components) == {"flow", "codec", "cascade_flow", "faithful_flow"}
+    assert tiny_pipeline.cascade_flow is None and tiny_pipeline.faithful_flow is None
     assert make_tiny_pipeline().config.noise_alpha == 0.9
 
 

@@ -1,0 +1,131 @@
+"""The denoise control (flowup.denoise): weight-space blend of a faithful and a clean network,
+and back-projection that pulls only colours and tones at denoise > 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_tiny_pipeline
+from flowup.back_projection import back_project, gaussian_smooth
+from flowup.denoise import blend_networks, check_blendable, check_denoise
+
+
+def _denoise_pipeline(**config):
+    """A tiny pipeline whose ``faithful_flow`` is another random network of the same shape."""
+    faithful = make_tiny_pipeline(seed=1).flow
+    base = make_tiny_pipeline(seed=0)
+    return type(base)(flow=base.flow, codec=base.codec, faithful_flow=faithful, noise_alpha=0.9,
+                      default_num_inference_steps=2, default_back_projection_steps=3, **config)  # fmt: skip
+
+
+def _image(seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def _run(pipe, **kwargs) -> torch.Tensor:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(image=_image(), output_type="pt", generator=torch.Generator().manual_seed(0), **kwargs).images
+
+
+def test_blend_is_the_linear_interpolation_of_weights():
+    a, b = make_tiny_pipeline(seed=1).flow, make_tiny_pipeline(seed=0).flow
+    assert blend_networks(a, b, 1.0) is b and blend_networks(a, b, 0.0) is a
+    mid = blend_networks(a, b, 0.25)
+    for name, value in mid.state_dict().items():
+        expected = 0.75 * a.state_dict()[name] + 0.25 * b.state_dict()[name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in make_tiny_pipeline(seed=0).flow.state_dict().items())
+
+
+def test_networks_of_another_shape_are_refused():
+    from flowup import FlowUNet
+
+    other = FlowUNet(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
+    with pytest.raises(ValueError, match="config differs"):
+        check_blendable(other, make_tiny_pipeline().flow)
+    with pytest.raises(ValueError, match="differs"):
+        _ = type(make_tiny_pipeline())(flow=make_tiny_pipeline().flow, codec=make_tiny_pipeline().codec, faithful_flow=other)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True])
+def test_bad_denoise_values_are_refused(bad):
+    with pytest.raises(ValueError, match="denoise"):
+        check_denoise(bad)
+
+
+def test_ends_run_each_network_and_the_middle_runs_the_blend():
+    pipe = _denoise_pipeline()
+    faithful = type(pipe)(flow=pipe.faithful_flow, codec=pipe.codec, noise_alpha=0.9, default_num_inference_steps=2,
+                          default_back_projection_steps=3)  # fmt: skip
+    clean = type(pipe)(flow=pipe.flow, codec=pipe.codec, noise_alpha=0.9, default_num_inference_steps=2)
+    # denoise 0: the faithful network with today's full back-projection, bit for bit
+    assert torch.equal(_run(pipe, denoise=0.0), _run(faithful))
+    # denoise 1: the clean network, back-projection of the smoothed error
+    expected = back_project(_run(clean, back_projection_steps=0), _image(), 3, sigma=1.0)
+    assert torch.allclose(_run(pipe, denoise=1.0), expected, atol=1e-6)
+    middle = type(pipe)(flow=blend_networks(pipe.faithful_flow, pipe.flow, 0.5), codec=pipe.codec, noise_alpha=0.9,
+                        default_num_inference_steps=2)  # fmt: skip
+    expected = back_project(_run(middle, back_projection_steps=0), _image(), 3, sigma=0.5)
+    assert torch.allclose(_run(pipe, denoise=0.5), expected, atol=1e-6)
+
+
+def test_default_comes_from_the_config_and_round_trips(tmp_path):
+    pipe = _denoise_pipeline(default_denoise=0.5)
+    assert torch.equal(_run(pipe), _run(pipe, denoise=0.5))
+    pipe.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "faithful_flow" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = type(pipe).from_pretrained(tmp_path / "m", runtime="torch")
+    assert loaded.config.default_denoise == 0.5 and loaded.faithful_flow is not None
+    assert torch.equal(_run(loaded), _run(pipe))
+    assert torch.equal(_run(loaded, denoise=0.2), _run(pipe, denoise=0.2))
+
+
+def test_a_model_without_a_faithful_network_has_no_control():
+    pipe = make_tiny_pipeline()
+    with pytest.raises(ValueError, match="no denoise control"):
+        _run(pipe, denoise=0.5)
+
+
+def test_denoise_runs_in_the_cpu_engines():
+    from flowup.onnx_runtime import onnx_unavailable_reason
+
+    pipe = _denoise_pipeline()
+    reference = _run(pipe, denoise=0.3)
+    runtimes = ["onnx"] if onnx_unavailable_reason(pipe.flow, pipe.codec, pipe.device) is None else []
+    if pipe._unavailable_reason("torch-bf16") is None:
+        runtimes.append("torch-bf16")
+    assert runtimes, "no CPU engine available to test"
+    for runtime in runtimes:
+        pipe.set_runtime(runtime)
+        out = _run(pipe, denoise=0.3)
+        assert 10 * torch.log10(1 / torch.mean((out - reference) ** 2)) > 35, runtime
+        assert not torch.allclose(_run(pipe, denoise=1.0), out, atol=1e-3)  # another blend, another engine
+
+
+def test_smoothed_back_projection_keeps_tone_and_leaves_noise():
+    """With sigma > 0 the output's low frequencies still converge to the input's, but the input's
+    pixel noise is not copied onto a clean output."""
+    torch.manual_seed(0)
+    clean_lr = gaussian_smooth(torch.rand(1, 3, 32, 32), 3.0)
+    noisy_lr = (clean_lr + 0.05 * torch.randn_like(clean_lr)).clamp(0, 1)
+    sr = torch.nn.functional.interpolate(clean_lr, scale_factor=2, mode="bicubic").clamp(0, 1) * 0.9  # tone off
+    from flowup.resample import downsample
+
+    def tone_error(out):
+        return (gaussian_smooth(downsample(out, 2, clamp=False) - clean_lr, 3.0)).abs().mean()
+
+    def noise_copied(out):
+        return (downsample(out, 2, clamp=False) - gaussian_smooth(downsample(out, 2, clamp=False), 1.0)).pow(2).mean()
+
+    full, smooth = back_project(sr, noisy_lr, 5), back_project(sr, noisy_lr, 5, sigma=1.0)
+    assert tone_error(smooth) < 0.3 * tone_error(sr) and tone_error(full) < 0.3 * tone_error(sr)
+    assert noise_copied(smooth) < 0.25 * noise_copied(full)
+
+
+def test_gaussian_smooth_keeps_constants_and_sizes():
+    for shape in [(1, 3, 1, 7), (2, 1, 5, 5), (1, 3, 20, 31)]:
+        ones = torch.ones(shape)
+        assert torch.allclose(gaussian_smooth(ones, 2.0), ones, atol=1e-6)
+    x = torch.rand(1, 3, 9, 9)
+    assert torch.equal(gaussian_smooth(x, 0.0), x)
