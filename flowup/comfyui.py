@@ -129,6 +129,10 @@ class FlowUpUpscale:
                 "back_projection": ("INT", {"default": DEFAULT_BACK_PROJECTION, "min": 0, "max": 50,
                                             "tooltip": "Consistency steps onto the low-res input after each x2 "
                                                        "stage; 0 = off."}),
+                "denoise": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.05,
+                                      "tooltip": "Clean <-> faithful: 1 removes the generator's grain and JPEG / WebP "
+                                                 "artefacts, 0 keeps everything the input holds; -1 = the model's "
+                                                 "default (models with a faithful network only)."}),
             }
         }  # fmt: skip
 
@@ -141,6 +145,7 @@ class FlowUpUpscale:
         seed: int = 0,
         detail: float = -1.0,
         back_projection: int = DEFAULT_BACK_PROJECTION,
+        denoise: float = -1.0,
     ) -> tuple[torch.Tensor]:
         """``image`` ``(B, H, W, C)`` float, C in (1, 3, 4) -> ``((B, scale H, scale W, 3 or 4),)``
         float32 on the CPU in [0, 1]; C = 1 comes back as RGB, C = 4 keeps its (bicubic) alpha."""
@@ -165,6 +170,7 @@ class FlowUpUpscale:
                 output_type="pt",
                 back_projection_steps=back_projection,
                 detail=None if detail < 0 else detail,  # -1: the pipeline's default at this scale
+                denoise=None if denoise < 0 else denoise,  # -1: the model's default
                 progress_callback=progress,
             )
         if progress is not None:

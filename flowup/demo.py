@@ -1,6 +1,7 @@
 """A local, offline Gradio app around a :class:`~flowup.FlowUpPipeline` (``flowup demo``).
 
-Upload an image, choose the scale (2 or 4), the ODE steps, ``detail`` (0-2) and the seed; the app
+Upload an image, choose the scale (2 or 4), the ODE steps, ``detail`` (0-2), ``denoise`` (0-1, models
+with a faithful network) and the seed; the app
 shows bicubic and flowup side by side under a before/after slider, the time the upscale took
 (seconds and seconds per output megapixel) and offers the result as a PNG download.
 
@@ -72,6 +73,7 @@ class DemoResult:
     detail: float
     seed: int
     nfe: int
+    denoise: float | None = None
 
     @property
     def seconds_per_megapixel(self) -> float:
@@ -83,7 +85,9 @@ class DemoResult:
         return (
             f"x{self.scale}: {w}x{h} -> {out_w}x{out_h} ({self.megapixels:.2f} MP) in "
             f"**{self.seconds:.2f} s** = **{self.seconds_per_megapixel:.2f} s/MP** "
-            f"({self.steps} step{'s' if self.steps != 1 else ''}, detail {self.detail:g}, seed {self.seed}, "
+            f"({self.steps} step{'s' if self.steps != 1 else ''}, detail {self.detail:g}, "
+            + (f"denoise {self.denoise:g}, " if self.denoise is not None else "")
+            + f"seed {self.seed}, "
             f"{self.nfe} model evaluation{'s' if self.nfe != 1 else ''})"
         )
 
@@ -98,12 +102,14 @@ def upscale_image(
     out_dir: str | Path | None = None,
     progress: Callable[[float], None] | None = None,
     max_output_pixels: int = MAX_OUTPUT_PIXELS,
+    denoise: float | None = None,
 ) -> DemoResult:
     """Upscale one image (a file path or a PIL image) with ``pipe`` and write the result as PNG
     into ``out_dir`` (default: a new temporary folder), named ``<input stem>_x<scale>.png``.
 
     ``steps``: ODE steps per x2 stage (``None``: the model's default; ``0``: no flow). ``detail``:
-    the pipeline's ``detail`` (0-2; ``None``: the model's default at ``scale``). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
+    the pipeline's ``detail`` (0-2; ``None``: the model's default at ``scale``). ``denoise``: the
+    pipeline's ``denoise`` (0-1; ``None``: the model's default; models with a faithful network only). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
     for unreadable files) with a one-line message for bad inputs or settings.
     """
     import PIL.Image
@@ -114,6 +120,7 @@ def upscale_image(
     from flowup.resample import upsample
 
     scale, steps, detail, seed = _check_settings(pipe, scale, steps, detail, seed)
+    denoise = pipe.resolve_denoise(None if denoise is None or denoise == "" else denoise)
     limit = max_output_pixels // scale**2
     if isinstance(image, PIL.Image.Image):
         if image.width * image.height > limit:
@@ -132,6 +139,7 @@ def upscale_image(
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
         detail=detail,
+        denoise=denoise,
         progress_callback=progress,
     )
     seconds = time.perf_counter() - started
@@ -143,7 +151,7 @@ def upscale_image(
     path = save_image(after, folder / uuid.uuid4().hex[:12] / f"{stem}_x{scale}.png")
     return DemoResult(image=after, before=before, path=path, seconds=seconds, megapixels=after.width * after.height / 1e6,
                       input_size=(width, height), scale=scale, steps=steps, detail=detail, seed=seed,
-                      nfe=int(result.nfe))  # fmt: skip
+                      nfe=int(result.nfe), denoise=denoise)  # fmt: skip
 
 
 def warm_up(pipe: FlowUpPipeline, size: int = 64) -> float:
@@ -219,7 +227,8 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
     the timing and a PNG download. One upscale at a time (the pipeline is not shared between
     requests). Results are written under ``out_dir`` (default: a temporary folder removed at exit).
     The API endpoint is ``/upscale`` (``gradio_client``:
-    ``client.predict(handle_file(path), 2, 1, 1.0, 0, api_name="/upscale")``).
+    ``client.predict(handle_file(path), 2, 1, 1.0, 0, 1.0, api_name="/upscale")``: image, scale,
+    steps, detail, seed, denoise).
     """
     gr = require_gradio()
 
@@ -229,7 +238,10 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
     default_steps = int(pipe.config.default_num_inference_steps)
     has_slider = hasattr(gr, "ImageSlider")
 
-    def run(image, scale, steps, detail, seed, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
+    has_denoise = pipe.faithful_flow is not None
+    default_denoise = float(pipe.config.get("default_denoise", 1.0)) if has_denoise else 0.0
+
+    def run(image, scale, steps, detail, seed, denoise, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
         if not image:
             raise gr.Error("Upload an image first.")
 
@@ -237,8 +249,8 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
             progress(fraction, desc="upscaling")
 
         try:
-            result = upscale_image(pipe, image, scale=scale, steps=_as_int(steps), detail=detail,
-                                   seed=_as_int(seed), out_dir=out_dir, progress=report)  # fmt: skip
+            result = upscale_image(pipe, image, scale=scale, steps=_as_int(steps), detail=detail, seed=_as_int(seed),
+                                   out_dir=out_dir, progress=report, denoise=denoise if has_denoise else None)  # fmt: skip
         except ValueError as err:  # bad file or setting: one line in the app
             raise gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
         compare = (result.before, result.image) if has_slider else [result.before, result.image]
@@ -260,6 +272,10 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
                 detail = gr.Slider(0, 2, value=1.0, step=0.05, label="Detail",
                                    info="texture the flow adds: 0 = none, 1 = the model's output, 2 = more",
                                    elem_id="flowup-detail")  # fmt: skip
+                denoise = gr.Slider(0, 1, value=default_denoise, step=0.05, label="Denoise", interactive=has_denoise,
+                                    info="clean <-> faithful: 1 removes the generator's grain and JPEG artefacts, "
+                                    "0 keeps everything the input holds" if has_denoise else
+                                    "this model has no denoise control", elem_id="flowup-denoise")  # fmt: skip
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", info="same seed, same output",
                                  elem_id="flowup-seed")  # fmt: skip
                 button = gr.Button("Upscale", variant="primary", elem_id="flowup-run")
@@ -273,7 +289,7 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
                                    gr.Image(label="flowup", type="pil", format="png", interactive=False)]  # fmt: skip
                 timing = gr.Markdown("", elem_id="flowup-timing")
                 download = gr.DownloadButton("Download PNG", visible=False, elem_id="flowup-download")
-        button.click(run, inputs=[image, scale, steps, detail, seed], outputs=[*outputs, timing, download],
+        button.click(run, inputs=[image, scale, steps, detail, seed, denoise], outputs=[*outputs, timing, download],
                      api_name="upscale", concurrency_limit=1)  # fmt: skip
         # The slider follows the model's default detail for the chosen scale (x4: default_cascade_detail).
         scale.change(lambda chosen: default_detail(pipe, chosen), inputs=scale, outputs=detail, api_name=False)

@@ -16,6 +16,7 @@ Gaussian of ``denoise * BACK_PROJECTION_SIGMA`` low-res pixels before it is adde
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import torch
@@ -43,7 +44,10 @@ def check_blendable(faithful: nn.Module, clean: nn.Module) -> None:
     """Raise ValueError unless the two networks have the same class, config and parameter shapes."""
     if type(faithful) is not type(clean):
         raise ValueError(f"the faithful flow is a {type(faithful).__name__}, the flow a {type(clean).__name__}")
-    config_a, config_b = dict(getattr(faithful, "config", {})), dict(getattr(clean, "config", {}))
+    def config(network: nn.Module) -> dict:  # tuples and lists alike (a saved config holds lists)
+        return json.loads(json.dumps(dict(getattr(network, "config", {})), default=str))
+
+    config_a, config_b = config(faithful), config(clean)
     differ = sorted(k for k in set(config_a) | set(config_b) if not k.startswith("_") and config_a.get(k) != config_b.get(k))
     if differ:
         raise ValueError(f"the faithful flow's config differs from the flow's in {', '.join(differ)}")

@@ -129,3 +129,40 @@ def test_gaussian_smooth_keeps_constants_and_sizes():
         assert torch.allclose(gaussian_smooth(ones, 2.0), ones, atol=1e-6)
     x = torch.rand(1, 3, 9, 9)
     assert torch.equal(gaussian_smooth(x, 0.0), x)
+
+
+def test_cli_denoise(tmp_path, capsys, tiny_pipeline_dir):
+    import numpy as np
+    from PIL import Image
+
+    from flowup.cli import main
+
+    source = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 24, 3)) * 255).astype("uint8")).save(source)
+    model = tmp_path / "m"
+    _denoise_pipeline().save_pretrained(model)
+    outputs = {}
+    for value in ("0", "1"):
+        out = tmp_path / f"out{value}"
+        assert main(["upscale", str(source), "-o", str(out), "--model", str(model), "--denoise", value, "-q"]) == 0
+        outputs[value] = np.asarray(Image.open(out / "in_x2.png"))
+    assert outputs["0"].shape == (32, 48, 3) and not np.array_equal(outputs["0"], outputs["1"])
+    capsys.readouterr()
+    assert main(["upscale", str(source), "-o", str(tmp_path / "x"), "--model", str(tiny_pipeline_dir), "--denoise", "0.5"]) == 2
+    assert "no denoise control" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["upscale", str(source), "-o", str(tmp_path / "y"), "--denoise", "1.5"])
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_comfyui_node_passes_denoise(tmp_path):
+    from flowup.comfyui import FlowUpUpscale
+
+    pipe = _denoise_pipeline()
+    image = _image().movedim(1, -1)
+    node = FlowUpUpscale()
+    (zero,) = node.upscale(pipe, image, steps=2, back_projection=3, denoise=0.0)
+    (one,) = node.upscale(pipe, image, steps=2, back_projection=3, denoise=1.0)
+    (default,) = node.upscale(pipe, image, steps=2, back_projection=3)
+    assert torch.equal(default, one) and not torch.equal(zero, one)  # -1: the model's default (1 here)
+    assert FlowUpUpscale.INPUT_TYPES()["required"]["denoise"][1]["default"] == -1.0

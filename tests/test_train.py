@@ -225,6 +225,17 @@ def test_export_writes_a_pipeline_with_the_ema_weights(workspace, tmp_path):
     assert json.loads((cascade / "training.json").read_text())["cascade_flow"]["global_step"] == 2
     assert joined(image=torch.rand(1, 3, 8, 8), scale=4, output_type="pt").images.shape == (1, 3, 32, 32)
 
+    # --faithful-of: the checkpoint as the clean end of the denoise control, the base's flow as its faithful end.
+    from train.export import main as export_main
+
+    export_main([str(ckpt_path), str(tmp_path / "clean"), "--faithful-of", str(cascade), "--denoise", "0.7"])
+    clean = FlowUpPipeline.from_pretrained(tmp_path / "clean")
+    assert clean.config.default_denoise == 0.7 and clean.faithful_flow is not None and clean.cascade_flow is not None
+    assert clean.config.default_cascade_detail == 0.75 and clean.config.default_num_inference_steps == 3
+    assert torch.equal(load_file(str(tmp_path / "clean" / "faithful_flow" / "diffusion_pytorch_model.safetensors"))[key],
+                       weights[key])  # fmt: skip
+    assert json.loads((tmp_path / "clean" / "training.json").read_text())["global_step"] == 2
+
 
 def test_gaussian_skip_measures_residual_statistics_and_exports(workspace, tmp_path):
     from flowup.pipeline import FlowUpPipeline

@@ -13,6 +13,10 @@ where it has one (distilled students, the regression baseline), else 4.
 ``--cascade-of MODEL`` exports a second-stage network instead (trained on cascade-aware pairs,
 ``python -m train prepare --source-model MODEL``): the output is MODEL (its flow, config and
 codec) with the checkpoint as its ``cascade_flow``, which runs the later stages of x4 / x8.
+
+``--faithful-of MODEL [--denoise S]`` exports a fine-tune of MODEL's flow on degraded pairs
+(``configs/train/cpu_generated.yaml``) as the clean end of the denoise control: the output is MODEL
+with the checkpoint as its ``flow`` and MODEL's flow as its ``faithful_flow`` (:mod:`flowup.denoise`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from flowup.codecs import load_codec
 from flowup.models import FlowUNet
 from train.module import flow_from_hparams
 
-__all__ = ["export_cascade", "export_checkpoint", "main"]
+__all__ = ["export_cascade", "export_checkpoint", "export_clean", "main"]
 
 
 def load_flow_from_checkpoint(checkpoint: str | Path) -> tuple[FlowUNet, dict]:
@@ -74,6 +78,26 @@ def export_checkpoint(
     return out_dir
 
 
+def _onto_base(checkpoint: str | Path, base_model: str | Path) -> tuple["FlowUpPipeline", FlowUNet, dict, dict, Path]:
+    """``(base pipeline, checkpoint network, its hyperparameters, its training cost, base folder)``,
+    the noise augmentation checked to match."""
+    from flowup.model_folder import default_model_path
+    from flowup.pipeline import FlowUpPipeline
+
+    base_model = default_model_path() if str(base_model) == "shipped" else Path(base_model)
+    base = FlowUpPipeline.from_pretrained(base_model, runtime="torch")
+    network, hp = load_flow_from_checkpoint(checkpoint)
+    cost = hp.pop("training_cost", None)
+    if abs(float(hp["noise_alpha"]) - float(base.config.noise_alpha)) > 1e-6:
+        raise ValueError(f"the checkpoint's noise_alpha {hp['noise_alpha']} differs from the base model's")
+    return base, network, hp, cost or {}, base_model
+
+
+def _base_config(base: "FlowUpPipeline") -> dict:
+    skip = ("flow", "codec", "cascade_flow", "faithful_flow")
+    return {k: v for k, v in base.config.items() if not k.startswith("_") and k not in skip}
+
+
 def export_cascade(
     checkpoint: str | Path,
     base_model: str | Path,
@@ -85,24 +109,45 @@ def export_cascade(
     """Write ``out_dir``: ``base_model`` with the checkpoint's (EMA) network as its ``cascade_flow``.
 
     ``cascade_detail``: the x4 / x8 default ``detail`` stored (None: the base model's)."""
-    from flowup.model_folder import default_model_path
     from flowup.pipeline import FlowUpPipeline
 
-    base_model = default_model_path() if str(base_model) == "shipped" else Path(base_model)
-    base = FlowUpPipeline.from_pretrained(base_model, runtime="torch")
-    cascade, hp = load_flow_from_checkpoint(checkpoint)
-    cost = hp.pop("training_cost", None)
-    if abs(float(hp["noise_alpha"]) - float(base.config.noise_alpha)) > 1e-6:
-        raise ValueError(f"the checkpoint's noise_alpha {hp['noise_alpha']} differs from the base model's")
-    config = {k: v for k, v in base.config.items() if not k.startswith("_") and k not in ("flow", "codec", "cascade_flow")}
+    base, cascade, hp, cost, base_model = _onto_base(checkpoint, base_model)
+    config = _base_config(base)
     if cascade_detail is not None:
         config["default_cascade_detail"] = float(cascade_detail)
-    pipe = FlowUpPipeline(flow=base.flow, codec=base.codec, cascade_flow=cascade, **config)
+    pipe = FlowUpPipeline(flow=base.flow, codec=base.codec, cascade_flow=cascade, faithful_flow=base.faithful_flow,
+                          **config)  # fmt: skip
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, torch_dtype=dtype)
     info = {"cascade_flow": {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp,
-                             **(cost or {}), **(training_info or {})},
+                             **cost, **(training_info or {})},
             "base_model": str(base_model)}  # fmt: skip
+    (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
+    return out_dir
+
+
+def export_clean(
+    checkpoint: str | Path,
+    base_model: str | Path,
+    out_dir: str | Path,
+    default_denoise: float = 1.0,
+    dtype: torch.dtype = torch.float16,
+    training_info: dict | None = None,
+) -> Path:
+    """Write ``out_dir``: the checkpoint's (EMA) network as the ``flow`` (the clean end of the
+    denoise control, :mod:`flowup.denoise`) and ``base_model``'s flow as its ``faithful_flow``;
+    the base model's config otherwise, with ``default_denoise`` stored. The checkpoint must be a
+    fine-tune of the base model's flow (``init_weights``), so that the two blend."""
+    from flowup.pipeline import FlowUpPipeline
+
+    base, clean, hp, cost, base_model = _onto_base(checkpoint, base_model)
+    faithful = base.faithful_flow if base.faithful_flow is not None else base.flow
+    pipe = FlowUpPipeline(flow=clean, codec=base.codec, cascade_flow=base.cascade_flow, faithful_flow=faithful,
+                          **{**_base_config(base), "default_denoise": float(default_denoise)})  # fmt: skip
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, torch_dtype=dtype)
+    info = {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp, **cost,
+            **(training_info or {}), "faithful_flow": f"the flow of {base_model}"}  # fmt: skip
     (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
     return out_dir
 
@@ -122,8 +167,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="export as MODEL's cascade_flow (its later x4 / x8 stages); 'shipped' = the shipped model")
     parser.add_argument("--cascade-detail", type=float, default=None,
                         help="with --cascade-of: the x4 / x8 default detail stored (default: MODEL's)")
+    parser.add_argument("--faithful-of", default=None, metavar="MODEL",
+                        help="export the checkpoint (a fine-tune of MODEL's flow on degraded pairs) as the clean end "
+                        "of the denoise control, MODEL's flow as its faithful end; 'shipped' = the shipped model")
+    parser.add_argument("--denoise", type=float, default=1.0,
+                        help="with --faithful-of: the default denoise stored, 0 to 1 (default: 1)")
     args = parser.parse_args(argv)
     info = json.loads(Path(args.info).read_text()) if args.info else None
+    if args.faithful_of is not None:
+        out = export_clean(args.checkpoint, args.faithful_of, args.out_dir, args.denoise, getattr(torch, args.dtype), info)
+        print(f"exported {args.checkpoint} with the flow of {args.faithful_of} as its faithful end -> {out}")
+        return
     if args.cascade_of is not None:
         out = export_cascade(args.checkpoint, args.cascade_of, args.out_dir, getattr(torch, args.dtype),
                              args.cascade_detail, info)  # fmt: skip

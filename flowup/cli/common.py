@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "RunError", "one_line",
-    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "detail_per_stage", "port_int", "resolve_device", "resolve_dtype",
+    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "denoise_float", "detail_per_stage", "port_int", "resolve_device", "resolve_dtype",
     "is_out_of_memory", "terminate_as_interrupt", "print_error", "DEVICE_HELP",
 ]  # fmt: skip
 
@@ -87,6 +87,17 @@ def detail_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value <= 2:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def denoise_float(text: str) -> float:
+    """argparse type: the pipeline's ``denoise``, a number in 0 .. 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, detail_per_stage, is_out_of_memory, non_negative_int, one_line,
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, denoise_float, detail_per_stage, is_out_of_memory, non_negative_int, one_line,
     positive_int, quality_int, resolve_device, resolve_dtype, seed_int,
 )  # fmt: skip
 
@@ -87,6 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "clean codec round trip of the bicubic upsample: no added grain), up to 2 = more; "
                         "X,Y gives each stage its own at x4 (default: the model's: 1 at x2, 0.5 at x4 for "
                         "the shipped model)")
+    p.add_argument("--denoise", type=denoise_float, default=None, metavar="S",
+                   help="clean <-> faithful, 0 to 1: 1 removes the generator's grain and JPEG / WebP artefacts "
+                        "(keeping real texture), 0 keeps everything the input holds (the faithful network and "
+                        "full back-projection); in between blends the two (default: the model's own setting; "
+                        "models with a faithful network only)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed, 0 to 2**64-1; same seed, same output (default: 0)")
     p.add_argument("--tile", type=non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
@@ -401,6 +406,7 @@ def _upscale_one(pipe, job: Job, args: argparse.Namespace, progress) -> int:
         back_projection_steps=args.back_projection,
         progress_callback=progress,
         detail=args.detail,
+        denoise=args.denoise,
     )
     rgb = result.images[0]
     alpha = upsample_alpha(loaded.alpha, args.scale) if loaded.alpha is not None else None
@@ -437,6 +443,11 @@ def _load_pipeline(args: argparse.Namespace, state=None):
         pipe.active_runtime()  # --runtime onnx where it cannot run: say so before any image
     except ValueError as err:
         raise UsageError(f"--runtime {args.runtime}: {err}") from None
+    if getattr(args, "denoise", None) is not None:
+        try:
+            pipe.resolve_denoise(args.denoise)
+        except ValueError as err:
+            raise UsageError(f"--denoise: {err}") from None
     if isinstance(getattr(args, "detail", None), tuple):
         stages = pipe.stage_count(args.scale)
         if len(args.detail) != stages:
