@@ -130,9 +130,9 @@ class FlowUpUpscale:
                                             "tooltip": "Consistency steps onto the low-res input after each x2 "
                                                        "stage; 0 = off."}),
                 "denoise": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.05,
-                                      "tooltip": "Clean <-> faithful: 1 removes the generator's grain and JPEG / WebP "
-                                                 "artefacts, 0 keeps everything the input holds; -1 = the model's "
-                                                 "default (models with a faithful network only)."}),
+                                      "tooltip": "Clean <-> faithful: smooth the input's grain and JPEG / WebP artefacts "
+                                                 "away (edges kept) before upscaling; 0 keeps everything the input "
+                                                 "holds, 1 cleans most; -1 = the model's default."}),
             }
         }  # fmt: skip
 

@@ -1,7 +1,6 @@
 """A local, offline Gradio app around a :class:`~flowup.FlowUpPipeline` (``flowup demo``).
 
-Upload an image, choose the scale (2 or 4), the ODE steps, ``detail`` (0-2), ``denoise`` (0-1, models
-with a faithful network) and the seed; the app
+Upload an image, choose the scale (2 or 4), the ODE steps, ``detail`` (0-2), ``denoise`` (0-1) and the seed; the app
 shows bicubic and flowup side by side under a before/after slider, the time the upscale took
 (seconds and seconds per output megapixel) and offers the result as a PNG download.
 
@@ -109,7 +108,7 @@ def upscale_image(
 
     ``steps``: ODE steps per x2 stage (``None``: the model's default; ``0``: no flow). ``detail``:
     the pipeline's ``detail`` (0-2; ``None``: the model's default at ``scale``). ``denoise``: the
-    pipeline's ``denoise`` (0-1; ``None``: the model's default; models with a faithful network only). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
+    pipeline's ``denoise`` (0-1; ``None``: the model's default). Raises ``ValueError`` (:class:`flowup.image_io.ImageReadError`
     for unreadable files) with a one-line message for bad inputs or settings.
     """
     import PIL.Image
@@ -238,8 +237,7 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
     default_steps = int(pipe.config.default_num_inference_steps)
     has_slider = hasattr(gr, "ImageSlider")
 
-    has_denoise = pipe.faithful_flow is not None
-    default_denoise = float(pipe.config.get("default_denoise", 1.0)) if has_denoise else 0.0
+    default_denoise = pipe.resolve_denoise(None)
 
     def run(image, scale, steps, detail, seed, denoise, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
         if not image:
@@ -250,7 +248,7 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
 
         try:
             result = upscale_image(pipe, image, scale=scale, steps=_as_int(steps), detail=detail, seed=_as_int(seed),
-                                   out_dir=out_dir, progress=report, denoise=denoise if has_denoise else None)  # fmt: skip
+                                   out_dir=out_dir, progress=report, denoise=denoise)  # fmt: skip
         except ValueError as err:  # bad file or setting: one line in the app
             raise gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
         compare = (result.before, result.image) if has_slider else [result.before, result.image]
@@ -272,10 +270,10 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
                 detail = gr.Slider(0, 2, value=1.0, step=0.05, label="Detail",
                                    info="texture the flow adds: 0 = none, 1 = the model's output, 2 = more",
                                    elem_id="flowup-detail")  # fmt: skip
-                denoise = gr.Slider(0, 1, value=default_denoise, step=0.05, label="Denoise", interactive=has_denoise,
-                                    info="clean <-> faithful: 1 removes the generator's grain and JPEG artefacts, "
-                                    "0 keeps everything the input holds" if has_denoise else
-                                    "this model has no denoise control", elem_id="flowup-denoise")  # fmt: skip
+                denoise = gr.Slider(0, 1, value=default_denoise, step=0.05, label="Denoise",
+                                    info="clean <-> faithful: 1 smooths the input's grain and JPEG artefacts away, "
+                                    f"0 keeps everything it holds (model default: {default_denoise:g})",
+                                    elem_id="flowup-denoise")  # fmt: skip
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", info="same seed, same output",
                                  elem_id="flowup-seed")  # fmt: skip
                 button = gr.Button("Upscale", variant="primary", elem_id="flowup-run")

@@ -1,16 +1,19 @@
 """The clean <-> faithful control (``denoise``, 0 to 1).
 
-A model that has one ships two networks of the same shape, both from one initialisation: its
-``faithful_flow``, trained on clean bicubic pairs (it keeps whatever the input holds, the
-generator's grain and compression artefacts included), and its ``flow``, that network fine-tuned
-on pairs degraded like generator outputs (:mod:`flowup.degradations`; it removes them and keeps
-real texture). ``denoise = s`` runs one network whose weights are ``(1 - s) faithful + s clean``
-(weight-space interpolation of two fine-tunes of one init, Wortsman et al. 2022's "model soups"
-and WiSE-FT), so any setting costs the same single evaluation as either end.
+Generator outputs carry grain and JPEG / WebP artefacts that the flow, trained to keep and sharpen
+what its input holds, amplifies (docs/upscale.md, "Real inputs"). ``denoise = s`` removes them
+before the flow sees them: the low-res input is smoothed by an edge-preserving bilateral filter
+(kornia's ``bilateral_blur``: 5x5 window, spatial sigma 1 low-res pixel, colour sigma
+``s * MAX_COLOR_SIGMA`` in RGB distance), which flattens noise on smooth areas and keeps edges; the
+whole x2 stage, back-projection included, then runs on the filtered input, so back-projection
+pulls the output to the input's colours, tones and edges but not to its noise. ``0`` is the
+faithful setting (no filter: exactly the model without the control).
 
-Back-projection (:mod:`flowup.back_projection`) pins the output to the input; at ``denoise > 0``
-it pulls only the input's colours and tones, not its noise: the low-res error is smoothed by a
-Gaussian of ``denoise * BACK_PROJECTION_SIGMA`` low-res pixels before it is added back.
+A model may also ship a second network for this control: a ``faithful_flow`` beside its ``flow``
+(the same network fine-tuned on degraded pairs, ``python -m train export --faithful-of``). Then
+``denoise = s`` also runs one network whose weights are ``(1 - s) faithful + s clean`` (weight-space
+interpolation of two fine-tunes of one init, as WiSE-FT, Wortsman et al. 2022): any setting costs
+one evaluation. The shipped model has none (MODEL_CARD.md: the fine-tune measured worse).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["BACK_PROJECTION_SIGMA", "blend_networks", "check_denoise", "back_projection_sigma", "check_blendable"]
+__all__ = ["MAX_COLOR_SIGMA", "check_blendable", "check_denoise", "blend_networks", "prefilter"]
 
-#: The Gaussian sigma (low-res pixels) of the back-projection error at ``denoise = 1``.
-BACK_PROJECTION_SIGMA = 1.0
+#: The bilateral filter's colour sigma at ``denoise = 1`` (RGB distance, values in [0, 1]).
+MAX_COLOR_SIGMA = 0.15
+#: Its window (low-res pixels) and spatial sigma.
+WINDOW, SPACE_SIGMA = 5, 1.0
 
 
 def check_denoise(denoise: object) -> float:
@@ -35,9 +40,17 @@ def check_denoise(denoise: object) -> float:
     return float(denoise)
 
 
-def back_projection_sigma(denoise: float) -> float:
-    """Sigma (low-res pixels) of the smoothing of the back-projection error at ``denoise``."""
-    return check_denoise(denoise) * BACK_PROJECTION_SIGMA
+def prefilter(images: torch.Tensor, denoise: float) -> torch.Tensor:
+    """The edge-preserving smoothing of ``denoise``: ``(N, 3, h, w)`` float in [0, 1] -> same
+    (``denoise = 0`` returns ``images`` itself)."""
+    denoise = check_denoise(denoise)
+    if denoise == 0.0:
+        return images
+    from kornia.filters import bilateral_blur
+
+    border = "reflect" if min(images.shape[-2:]) > WINDOW // 2 else "replicate"  # reflection needs 3 pixels
+    return bilateral_blur(images, WINDOW, denoise * MAX_COLOR_SIGMA, (SPACE_SIGMA, SPACE_SIGMA), border_type=border,
+                          color_distance_type="l2").clamp(0, 1)  # fmt: skip
 
 
 def check_blendable(faithful: nn.Module, clean: nn.Module) -> None:

@@ -58,7 +58,7 @@ def check_config(
     default_back_projection_steps: Any = 0,
     codec_spec: Any = None,
     default_cascade_detail: Any = 1.0,
-    default_denoise: Any = 1.0,
+    default_denoise: Any = 0.0,
 ) -> None:
     """Raise ValueError naming the first bad value of a pipeline config (NaN, negative steps ...)."""
 

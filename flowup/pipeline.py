@@ -38,7 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from flowup.back_projection import back_project
 from flowup.codecs import Codec, CodecStages
-from flowup.denoise import back_projection_sigma, blend_networks, check_blendable, check_denoise
+from flowup.denoise import blend_networks, check_blendable, check_denoise, prefilter
 from flowup.flow import noise_source
 from flowup.image_io import pil_to_tensor, tensor_to_pil, upsample_alpha
 from flowup.model_folder import DEFAULT_NOISE_ALPHA, ModelNotFoundError, check_config, default_model_path, load_model_folder, save_model_folder
@@ -167,7 +167,7 @@ class FlowUpPipeline(DiffusionPipeline):
         default_cascade_detail: float = 1.0,
         cascade_flow: torch.nn.Module | None = None,
         faithful_flow: torch.nn.Module | None = None,
-        default_denoise: float = 1.0,
+        default_denoise: float = 0.0,
     ):
         super().__init__()
         check_config(noise_alpha=noise_alpha, scale_factor=scale_factor, default_solver=default_solver,
@@ -254,19 +254,14 @@ class FlowUpPipeline(DiffusionPipeline):
             return "torch-bf16"
         return "onnx" if self._unavailable_reason("onnx") is None else "torch"
 
-    def resolve_denoise(self, denoise: float | None) -> float | None:
-        """The denoise setting a call with ``denoise`` runs: None for a model without a
-        ``faithful_flow`` (no control; a number is then a ValueError), else the number, checked,
-        or the config's ``default_denoise``."""
-        if self.faithful_flow is None:
-            if denoise is not None:
-                raise ValueError("this model has no denoise control (no faithful_flow); leave denoise unset")
-            return None
-        return check_denoise(self.config.get("default_denoise", 1.0) if denoise is None else denoise)
+    def resolve_denoise(self, denoise: float | None) -> float:
+        """The denoise setting a call with ``denoise`` runs: the number, checked, or the config's
+        ``default_denoise`` (0 for a model saved without one)."""
+        return check_denoise(self.config.get("default_denoise", 0.0) if denoise is None else denoise)
 
     def flow_at(self, denoise: float | None) -> torch.nn.Module:
-        """The first stage's velocity network at ``denoise`` (:func:`flowup.denoise.blend_networks`
-        of ``faithful_flow`` and ``flow``; ``flow`` itself for None)."""
+        """The first stage's velocity network at ``denoise``: :func:`flowup.denoise.blend_networks`
+        of ``faithful_flow`` and ``flow`` where the model has both, else ``flow``."""
         if denoise is None or self.faithful_flow is None:
             return self.flow
         if denoise not in self._blends:
@@ -280,8 +275,8 @@ class FlowUpPipeline(DiffusionPipeline):
         :meth:`resolve_denoise` returns it)."""
         name = "cascade_flow" if stage > 0 and self.cascade_flow is not None else "flow"
         flow = self.cascade_flow if name == "cascade_flow" else self.flow_at(denoise)
-        if name == "cascade_flow":
-            denoise = None
+        if name == "cascade_flow" or self.faithful_flow is None:
+            denoise = None  # one network whatever the setting: one engine
         runtime = self.active_runtime()
         if runtime == "torch":
             return Networks(flow, self.codec.encoder_stages(), self.codec.decoder_stages())
@@ -363,11 +358,11 @@ class FlowUpPipeline(DiffusionPipeline):
             input_back_projection_steps: for ``scale`` 4 or 8: back-projection steps of the final
                 output onto the call's own input, through the whole x4 downsampling, after each
                 stage's own (which only pins a stage to the previous stage's output); ``0`` = off.
-            denoise: how much of the input's noise and compression artefacts to remove, 0 to 1
-                (:mod:`flowup.denoise`): 0 keeps everything the input holds (the faithful
-                network, full back-projection), 1 cleans (the network trained on degraded inputs,
-                back-projection of colours and tones only). Default: the config's
-                ``default_denoise``. Only for models with a ``faithful_flow``.
+            denoise: how much of the input's grain and compression artefacts to remove before
+                upscaling, 0 to 1 (:mod:`flowup.denoise`: an edge-preserving filter of the input,
+                which back-projection then also pins to; with a ``faithful_flow``, the two
+                networks' blend): 0 keeps everything the input holds, 1 cleans most. Default: the
+                config's ``default_denoise``.
             progress_callback: called as ``progress_callback(fraction)`` with the fraction of the
                 call's work done (0 to 1), tile by tile and stage by stage, weighted by cost: one
                 progress display covers one large image as well as a batch.
@@ -404,7 +399,7 @@ class FlowUpPipeline(DiffusionPipeline):
         stage_details = _stage_details(detail, stages)
         options = dict(steps=steps, solver=solver, tile_size=tile_size, tile_overlap=tile_overlap,
                        codec_tile_size=codec_tile_size, back_projection_steps=back_projection_steps,
-                       networks=networks, back_projection_sigma=0.0 if denoise is None else back_projection_sigma(denoise))  # fmt: skip
+                       networks=networks)  # fmt: skip
 
         # Same-size inputs run as one batch; mixed sizes run one by one (noise is per image either way).
         same_size = len({tuple(i.rgb.shape) for i in items}) == 1
@@ -418,7 +413,7 @@ class FlowUpPipeline(DiffusionPipeline):
         results: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(items)  # type: ignore[list-item]
         nfe_total = 0
         for group in groups:
-            rgb = lr = torch.stack([items[i].rgb for i in group])
+            rgb = lr = prefilter(torch.stack([items[i].rgb for i in group]), denoise)
             source_latent = None
             if items[group[0]].latent is not None:
                 source_latent = torch.stack([items[i].latent for i in group])
@@ -432,7 +427,7 @@ class FlowUpPipeline(DiffusionPipeline):
                                                     progress=progress, out_pixels=pixels, nfe_guess=nfe_guess)  # fmt: skip
                 group_nfe += nfe
             if stages > 1 and input_back_projection_steps:  # pin the final output to the call's input
-                rgb = back_project(rgb, lr.to(rgb), input_back_projection_steps, options["back_projection_sigma"])
+                rgb = back_project(rgb, lr.to(rgb), input_back_projection_steps)
             nfe_total = max(nfe_total, group_nfe)  # adaptive solvers: the most any image needed
             for k, i in enumerate(group):
                 results[i] = (rgb[k], latent[k])
@@ -455,7 +450,6 @@ class FlowUpPipeline(DiffusionPipeline):
         codec_tile_size: int | None,
         back_projection_steps: int,
         networks: Networks,
-        back_projection_sigma: float = 0.0,
         progress: _WorkProgress | None = None,
         out_pixels: float = 0.0,
         nfe_guess: int = 1,
@@ -492,7 +486,7 @@ class FlowUpPipeline(DiffusionPipeline):
         images = decoded[..., :out_h, :out_w].float()
         del decoded
         finished = progress.part(out_pixels * _WorkProgress.BACK_PROJECTION if back_projection_steps else 0.0)
-        images = back_project(images, rgb.to(images), back_projection_steps, back_projection_sigma)
+        images = back_project(images, rgb.to(images), back_projection_steps)
         if finished is not None:
             finished(1.0)
         latent = latent[..., : math.ceil(out_h / codec.downscale), : math.ceil(out_w / codec.downscale)]

@@ -15,10 +15,14 @@
 #   run(command="bash gpu/train.sh --scale 4", carry=[".gpu_data", ".whl"], timeout_s=590)
 #   then score it with configs/eval/x4_set14.yaml --methods bicubic flowup "x4n=flowup@models/gpu-run-x4"
 #
-# On the GPU it: encodes the crops into a latent cache on the GPU (python -m train prepare), trains
-# bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
-# 10-minute limit), exports the EMA weights as fp16 with 5 back-projection steps, prints the loss
-# by t (docs/scripts/velocity_loss_by_t.py) and a Set5 / Set14 score (PSNR-Y, SSIM, grain; FID
+# On the GPU it: encodes the crops into a latent cache on the GPU (python -m train prepare), the
+# low-res side degraded like generator outputs (configs/degradations/generator_outputs.yaml, the
+# recipe since v0.5), fine-tunes the shipped network on it (x2: the clean end of a denoise
+# control, as configs/train/cpu_generated.yaml does on a CPU; MODEL_CARD.md item 16) in bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
+# 10-minute limit), exports the EMA weights as fp16 (x2: with the shipped faithful network beside it,
+# train export --faithful-of shipped), prints the loss
+# by t (docs/scripts/velocity_loss_by_t.py) and a Set5 / Set14 score, clean and 'generator'-degraded
+# inputs (PSNR-Y, SSIM, grain; FID
 # needs the Inception weights, which are not there: patch-FID is measured here after joining)
 # against bicubic and PSU, and writes to $OUT the weights split in parts of <= 15 MiB
 # (weights.json + weights0.part00 ...), run.tar.gz (everything else) and gpu.txt: 5 files.
@@ -69,6 +73,7 @@ if [ "$dry" = 1 ]; then
          --model.init_args.warmup_steps 1)
     prepare=(--crop-size 128 --crops-per-image 1 --random-downscale-min 1.0 --extra-crop-min-side 100000 --batch-size 4)
     score=(--limit 1)
+    export=(--steps 1 --back-projection 5)  # the tiny network cannot blend with the shipped one
     part_mib=1
 else
     data=.gpu_data
@@ -79,25 +84,30 @@ else
     prepare=(--crop-size 288 --crops-per-image 1 --random-downscale-min 1.0 --extra-crop-min-side 100000 --batch-size 64)
     score=()
     part_mib=15
-    # The full-size network matches the shipped one: start x4 from its weights (the dry run's tiny
-    # network cannot, so it trains from scratch on the same path).
-    if [ "$scale" = 4 ]; then scale_fit+=(--model.init_args.init_weights shipped); fi
+    # The full-size network matches the shipped one: start from it (the dry run's tiny network
+    # cannot, so it trains from scratch on the same path), keeping its Gaussian detail model; x2
+    # exports as the clean end of a denoise control whose faithful end is the shipped network.
+    scale_fit+=(--model.init_args.init_weights shipped --model.init_args.residual_stats_cache null)
+    if [ "$scale" = 2 ]; then export=(--faithful-of shipped); else export=(--steps 1 --back-projection 5); fi
 fi
 
 echo "== latent cache ($device)"
-"$PYTHON" -m train prepare --images "$data/crops" --out "$WORK/cache" --device "$device" --scale "$scale" "${prepare[@]}" 2>&1 | tail -n 3
+"$PYTHON" -m train prepare --images "$data/crops" --out "$WORK/cache" --device "$device" --scale "$scale" "${prepare[@]}" \
+    --degradation configs/degradations/generator_outputs.yaml 2>&1 | tail -n 3
 echo "== training"
 sed "s#/tmp/flowup-gpu#$WORK#g" configs/train/gpu_8min.yaml > "$WORK/config.yaml"  # the run's paths under $WORK
 "$PYTHON" -m train fit --config "$WORK/config.yaml" "${scale_fit[@]}" "${fit[@]}" 2>&1 | tee "$WORK/fit.log" | grep -v "^\s*$" | tail -n 20
 ckpt=$WORK/run/checkpoints/last.ckpt
 echo "== export"
-"$PYTHON" -m train export "$ckpt" "$WORK/model" --steps 1 --back-projection 5 | tail -n 2
+"$PYTHON" -m train export "$ckpt" "$WORK/model" "${export[@]}" | tail -n 2
 echo "== loss by t"
 "$PYTHON" docs/scripts/velocity_loss_by_t.py "$ckpt" --cache "$WORK/cache" --n 32 | tee "$WORK/loss_by_t.txt"
 echo "== score"
 for set in "$data"/val/*; do
-    "$PYTHON" -m eval run --hr "$set" --methods bicubic psu flowup flowup:euler:4 --model "$WORK/model" --scale "$scale" --device "$device" \
-        --fid-features none --out "$WORK/score/$(basename "$set")" "${score[@]}" 2>&1 | tail -n 12 | tee -a "$WORK/score.txt"
+    for degrade in clean generator; do
+        "$PYTHON" -m eval run --hr "$set" --methods bicubic psu flowup flowup:euler:4 --model "$WORK/model" --scale "$scale" --device "$device" \
+            --fid-features none --degrade "$degrade" --out "$WORK/score/$(basename "$set")-$degrade" "${score[@]}" 2>&1 | tail -n 12 | tee -a "$WORK/score.txt"
+    done
 done
 echo "== packing into $OUT"
 "$PYTHON" gpu/join_run.py --split "$WORK/model" "$OUT" --part-mib "$part_mib"

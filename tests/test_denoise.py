@@ -1,5 +1,6 @@
-"""The denoise control (flowup.denoise): weight-space blend of a faithful and a clean network,
-and back-projection that pulls only colours and tones at denoise > 0."""
+"""The denoise control (flowup.denoise): an edge-preserving filter of the input that the whole stage
+(back-projection included) runs on, and the weight-space blend of a faithful and a clean network
+where a model has both."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_pipeline
-from flowup.back_projection import back_project, gaussian_smooth
-from flowup.denoise import blend_networks, check_blendable, check_denoise
+from flowup.denoise import blend_networks, check_blendable, check_denoise, prefilter
 
 
 def _denoise_pipeline(**config):
@@ -17,6 +17,11 @@ def _denoise_pipeline(**config):
     base = make_tiny_pipeline(seed=0)
     return type(base)(flow=base.flow, codec=base.codec, faithful_flow=faithful, noise_alpha=0.9,
                       default_num_inference_steps=2, default_back_projection_steps=3, **config)  # fmt: skip
+
+
+def _plain(flow, codec, **config):
+    return type(make_tiny_pipeline())(flow=flow, codec=codec, noise_alpha=0.9, default_num_inference_steps=2,
+                                      default_back_projection_steps=3, **config)  # fmt: skip
 
 
 def _image(seed: int = 0) -> torch.Tensor:
@@ -55,23 +60,43 @@ def test_bad_denoise_values_are_refused(bad):
 
 
 def test_ends_run_each_network_and_the_middle_runs_the_blend():
+    """denoise s = the blend of the two networks at s, run on the filtered input (back-projection too)."""
     pipe = _denoise_pipeline()
-    faithful = type(pipe)(flow=pipe.faithful_flow, codec=pipe.codec, noise_alpha=0.9, default_num_inference_steps=2,
-                          default_back_projection_steps=3)  # fmt: skip
-    clean = type(pipe)(flow=pipe.flow, codec=pipe.codec, noise_alpha=0.9, default_num_inference_steps=2)
-    # denoise 0: the faithful network with today's full back-projection, bit for bit
-    assert torch.equal(_run(pipe, denoise=0.0), _run(faithful))
-    # denoise 1: the clean network, back-projection of the smoothed error
-    expected = back_project(_run(clean, back_projection_steps=0), _image(), 3, sigma=1.0)
-    assert torch.allclose(_run(pipe, denoise=1.0), expected, atol=1e-6)
-    middle = type(pipe)(flow=blend_networks(pipe.faithful_flow, pipe.flow, 0.5), codec=pipe.codec, noise_alpha=0.9,
-                        default_num_inference_steps=2)  # fmt: skip
-    expected = back_project(_run(middle, back_projection_steps=0), _image(), 3, sigma=0.5)
-    assert torch.allclose(_run(pipe, denoise=0.5), expected, atol=1e-6)
+
+    def manual(flow, denoise):
+        plain = _plain(flow, pipe.codec)
+        plain.set_progress_bar_config(disable=True)
+        return plain(image=prefilter(_image(), denoise), output_type="pt", generator=torch.Generator().manual_seed(0)).images
+
+    assert torch.equal(_run(pipe, denoise=0.0), manual(pipe.faithful_flow, 0.0))
+    assert torch.allclose(_run(pipe, denoise=1.0), manual(pipe.flow, 1.0), atol=1e-6)
+    middle = blend_networks(pipe.faithful_flow, pipe.flow, 0.5)
+    assert torch.allclose(_run(pipe, denoise=0.5), manual(middle, 0.5), atol=1e-6)
+
+
+def test_a_model_with_one_network_filters_its_input():
+    pipe = make_tiny_pipeline(default_back_projection_steps=3)
+    assert pipe.config.default_denoise == 0.0 and torch.equal(_run(pipe), _run(pipe, denoise=0.0))
+    filtered = pipe(image=prefilter(_image(), 0.6), output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(_run(pipe, denoise=0.6), filtered) and not torch.equal(filtered, _run(pipe))
+
+
+def test_prefilter_flattens_noise_and_keeps_edges():
+    g = torch.Generator().manual_seed(0)
+    step = torch.zeros(1, 3, 32, 32)
+    step[..., 16:] = 0.8
+    noisy = (step + 0.02 * torch.randn(1, 3, 32, 32, generator=g)).clamp(0, 1)
+    out = prefilter(noisy, 1.0)
+    flat = (slice(None), slice(None), slice(2, 30), slice(2, 14))
+    assert out[flat].std() < 0.5 * noisy[flat].std()  # noise on the flat half reduced
+    assert (out[..., 17:].mean() - out[..., :15].mean()) > 0.75  # the edge kept its full height
+    assert torch.equal(prefilter(noisy, 0.0), noisy)
+    assert prefilter(torch.rand(1, 3, 1, 5), 0.5).shape == (1, 3, 1, 5)  # thinner than the window
 
 
 def test_default_comes_from_the_config_and_round_trips(tmp_path):
     pipe = _denoise_pipeline(default_denoise=0.5)
+    assert pipe.networks(0, 0.5).velocity is not pipe.networks(0, 1.0).velocity
     assert torch.equal(_run(pipe), _run(pipe, denoise=0.5))
     pipe.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "faithful_flow" / "diffusion_pytorch_model.safetensors").is_file()
@@ -79,12 +104,6 @@ def test_default_comes_from_the_config_and_round_trips(tmp_path):
     assert loaded.config.default_denoise == 0.5 and loaded.faithful_flow is not None
     assert torch.equal(_run(loaded), _run(pipe))
     assert torch.equal(_run(loaded, denoise=0.2), _run(pipe, denoise=0.2))
-
-
-def test_a_model_without_a_faithful_network_has_no_control():
-    pipe = make_tiny_pipeline()
-    with pytest.raises(ValueError, match="no denoise control"):
-        _run(pipe, denoise=0.5)
 
 
 def test_denoise_runs_in_the_cpu_engines():
@@ -103,34 +122,6 @@ def test_denoise_runs_in_the_cpu_engines():
         assert not torch.allclose(_run(pipe, denoise=1.0), out, atol=1e-3)  # another blend, another engine
 
 
-def test_smoothed_back_projection_keeps_tone_and_leaves_noise():
-    """With sigma > 0 the output's low frequencies still converge to the input's, but the input's
-    pixel noise is not copied onto a clean output."""
-    torch.manual_seed(0)
-    clean_lr = gaussian_smooth(torch.rand(1, 3, 32, 32), 3.0)
-    noisy_lr = (clean_lr + 0.05 * torch.randn_like(clean_lr)).clamp(0, 1)
-    sr = torch.nn.functional.interpolate(clean_lr, scale_factor=2, mode="bicubic").clamp(0, 1) * 0.9  # tone off
-    from flowup.resample import downsample
-
-    def tone_error(out):
-        return (gaussian_smooth(downsample(out, 2, clamp=False) - clean_lr, 3.0)).abs().mean()
-
-    def noise_copied(out):
-        return (downsample(out, 2, clamp=False) - gaussian_smooth(downsample(out, 2, clamp=False), 1.0)).pow(2).mean()
-
-    full, smooth = back_project(sr, noisy_lr, 5), back_project(sr, noisy_lr, 5, sigma=1.0)
-    assert tone_error(smooth) < 0.3 * tone_error(sr) and tone_error(full) < 0.3 * tone_error(sr)
-    assert noise_copied(smooth) < 0.25 * noise_copied(full)
-
-
-def test_gaussian_smooth_keeps_constants_and_sizes():
-    for shape in [(1, 3, 1, 7), (2, 1, 5, 5), (1, 3, 20, 31)]:
-        ones = torch.ones(shape)
-        assert torch.allclose(gaussian_smooth(ones, 2.0), ones, atol=1e-6)
-    x = torch.rand(1, 3, 9, 9)
-    assert torch.equal(gaussian_smooth(x, 0.0), x)
-
-
 def test_cli_denoise(tmp_path, capsys, tiny_pipeline_dir):
     import numpy as np
     from PIL import Image
@@ -147,9 +138,13 @@ def test_cli_denoise(tmp_path, capsys, tiny_pipeline_dir):
         assert main(["upscale", str(source), "-o", str(out), "--model", str(model), "--denoise", value, "-q"]) == 0
         outputs[value] = np.asarray(Image.open(out / "in_x2.png"))
     assert outputs["0"].shape == (32, 48, 3) and not np.array_equal(outputs["0"], outputs["1"])
+    plain = {}
+    for value in ("0", "0.8"):  # a model with one network: the filter alone
+        out = tmp_path / f"plain{value}"
+        assert main(["upscale", str(source), "-o", str(out), "--model", str(tiny_pipeline_dir), "--denoise", value, "-q"]) == 0
+        plain[value] = np.asarray(Image.open(out / "in_x2.png"))
+    assert not np.array_equal(plain["0"], plain["0.8"])
     capsys.readouterr()
-    assert main(["upscale", str(source), "-o", str(tmp_path / "x"), "--model", str(tiny_pipeline_dir), "--denoise", "0.5"]) == 2
-    assert "no denoise control" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["upscale", str(source), "-o", str(tmp_path / "y"), "--denoise", "1.5"])
     assert "between 0 and 1" in capsys.readouterr().err
@@ -158,7 +153,7 @@ def test_cli_denoise(tmp_path, capsys, tiny_pipeline_dir):
 def test_comfyui_node_passes_denoise(tmp_path):
     from flowup.comfyui import FlowUpUpscale
 
-    pipe = _denoise_pipeline()
+    pipe = _denoise_pipeline(default_denoise=1.0)
     image = _image().movedim(1, -1)
     node = FlowUpUpscale()
     (zero,) = node.upscale(pipe, image, steps=2, back_projection=3, denoise=0.0)

@@ -130,24 +130,29 @@ def export_clean(
     checkpoint: str | Path,
     base_model: str | Path,
     out_dir: str | Path,
-    default_denoise: float = 1.0,
+    default_denoise: float | None = None,
     dtype: torch.dtype = torch.float16,
     training_info: dict | None = None,
 ) -> Path:
     """Write ``out_dir``: the checkpoint's (EMA) network as the ``flow`` (the clean end of the
     denoise control, :mod:`flowup.denoise`) and ``base_model``'s flow as its ``faithful_flow``;
-    the base model's config otherwise, with ``default_denoise`` stored. The checkpoint must be a
+    the base model's config otherwise, with ``default_denoise`` stored (None: the base model's
+    where it has a denoise control, else 1). When the base model has a ``faithful_flow``, that
+    stays the faithful end (the checkpoint replaces its clean end). The checkpoint must be a
     fine-tune of the base model's flow (``init_weights``), so that the two blend."""
     from flowup.pipeline import FlowUpPipeline
 
     base, clean, hp, cost, base_model = _onto_base(checkpoint, base_model)
     faithful = base.faithful_flow if base.faithful_flow is not None else base.flow
-    pipe = FlowUpPipeline(flow=clean, codec=base.codec, cascade_flow=base.cascade_flow, faithful_flow=faithful,
-                          **{**_base_config(base), "default_denoise": float(default_denoise)})  # fmt: skip
+    config = _base_config(base)
+    if default_denoise is not None or base.faithful_flow is None:
+        config["default_denoise"] = float(1.0 if default_denoise is None else default_denoise)
+    pipe = FlowUpPipeline(flow=clean, codec=base.codec, cascade_flow=base.cascade_flow, faithful_flow=faithful, **config)
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, torch_dtype=dtype)
     info = {"checkpoint": str(checkpoint), "global_step": hp["global_step"], "hyper_parameters": hp, **cost,
-            **(training_info or {}), "faithful_flow": f"the flow of {base_model}"}  # fmt: skip
+            **(training_info or {}),
+            "faithful_flow": f"the {'faithful_flow' if base.faithful_flow is not None else 'flow'} of {base_model}"}  # fmt: skip
     (out_dir / "training.json").write_text(json.dumps(info, indent=2, default=str))
     return out_dir
 
@@ -170,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faithful-of", default=None, metavar="MODEL",
                         help="export the checkpoint (a fine-tune of MODEL's flow on degraded pairs) as the clean end "
                         "of the denoise control, MODEL's flow as its faithful end; 'shipped' = the shipped model")
-    parser.add_argument("--denoise", type=float, default=1.0,
-                        help="with --faithful-of: the default denoise stored, 0 to 1 (default: 1)")
+    parser.add_argument("--denoise", type=float, default=None,
+                        help="with --faithful-of: the default denoise stored, 0 to 1 (default: MODEL's, else 1)")
     args = parser.parse_args(argv)
     info = json.loads(Path(args.info).read_text()) if args.info else None
     if args.faithful_of is not None:

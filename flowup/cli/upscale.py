@@ -88,10 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "X,Y gives each stage its own at x4 (default: the model's: 1 at x2, 0.5 at x4 for "
                         "the shipped model)")
     p.add_argument("--denoise", type=denoise_float, default=None, metavar="S",
-                   help="clean <-> faithful, 0 to 1: 1 removes the generator's grain and JPEG / WebP artefacts "
-                        "(keeping real texture), 0 keeps everything the input holds (the faithful network and "
-                        "full back-projection); in between blends the two (default: the model's own setting; "
-                        "models with a faithful network only)")
+                   help="clean <-> faithful, 0 to 1: smooth the input's grain and JPEG / WebP artefacts away "
+                        "(edges kept) before upscaling; 0 keeps everything the input holds, 1 cleans most "
+                        "(default: the model's own setting)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed, 0 to 2**64-1; same seed, same output (default: 0)")
     p.add_argument("--tile", type=non_negative_int, metavar="N",
                    help="tile side in latent pixels (1 latent pixel = 8 image pixels); lower it if memory "
