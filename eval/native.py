@@ -51,9 +51,12 @@ class NativeConfig:
     seed: int = 0
     num_crops: int = 6
     crop_size: int = 192  # side of the shown crops, output pixels
+    input_crop: int | None = None  # score the centre N x N of each input only (cheaper; None: whole images)
     command: str = ""
 
     def __post_init__(self) -> None:
+        if self.input_crop is not None and self.input_crop < 8:
+            raise ValueError(f"--input-crop must be at least 8 pixels, got {self.input_crop}")
         if self.scale not in (2, 4):
             raise ValueError(f"--scale must be 2 or 4, got {self.scale}")
         bad = [m for m in self.methods if parse_method(m).family in NEEDS_HIGH_RES]
@@ -80,10 +83,20 @@ def run_native(config: NativeConfig, methods: list[Method] | None = None,
     ctx = MethodContext(scale=config.scale, device=config.device, model=config.model, seed=config.seed)
     if methods is None:
         methods = [build_method(parse_method(m), ctx) for m in config.methods]
-    paths = list_images(config.images, config.limit)
+    files = [Path(p) for p in config.images if Path(p).is_file()]  # single files (a shell glob) and folders
+    folders = [p for p in config.images if not Path(p).is_file()]
+    paths = sorted(files) + (list_images(folders) if folders else [])
+    if not paths:
+        raise FileNotFoundError(f"no images in {', '.join(config.images)}")
+    paths = paths[: config.limit] if config.limit else paths
     inputs = []
     for path in paths:
-        lr = crop_to_multiple(load_image(path).rgb, 8)[None].contiguous()
+        lr = crop_to_multiple(load_image(path).rgb, 8)
+        if config.input_crop:
+            side_h, side_w = min(config.input_crop, lr.shape[-2]), min(config.input_crop, lr.shape[-1])
+            top, left = (lr.shape[-2] - side_h) // 2 // 8 * 8, (lr.shape[-1] - side_w) // 2 // 8 * 8
+            lr = crop_to_multiple(lr[:, top : top + side_h, left : left + side_w], 8)
+        lr = lr[None].contiguous()
         inputs.append((path.stem, lr, quantize(upsample(lr, config.scale))))
     crops: dict[str, dict[str, torch.Tensor]] = {}
     for name, lr, _ in inputs[: config.num_crops]:
@@ -144,7 +157,8 @@ def _write(config: NativeConfig, summary: list[dict], rows: list[dict], crops: d
 
 
 def add_native_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folder(s) of native low-res images")
+    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
+                   help="folders (searched recursively) or files of native low-res images")
     p.add_argument("--methods", nargs="+", default=None, metavar="SPEC",
                    help="methods as in `eval run` (default: bicubic flowup); codec-hr needs a high-res image")
     p.add_argument("--scale", type=int, default=2, help="2 or 4 (default 2)")
@@ -153,6 +167,8 @@ def add_native_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="the first N images only")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of generative methods (default 0)")
+    p.add_argument("--input-crop", type=int, metavar="N",
+                   help="score the centre N x N pixels of each input only (cheaper for slow methods; default: whole images)")
     p.add_argument("--num-crops", type=int, default=6, help="images shown side by side (default 6)")
     p.add_argument("--crop-size", type=int, default=192, help="side of the shown crops in output pixels (default 192)")
 

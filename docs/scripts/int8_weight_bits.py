@@ -48,7 +48,7 @@ def main() -> None:
             engines[name] = OnnxEngine.load(folder)
         print(f"{'image':16s} " + " | ".join(f"{n}: vs float32 dB, PSNR-Y" for n in engines if n != "float32"))
         for path in list_images(args.hr):
-            pair = prepare_image(path, 2)
+            pair = prepare_image(path, 2, degrade_profile="torch-float")  # the protocol its figures were made with
             outputs = {}
             for name, engine in engines.items():
                 pipe.networks = lambda stage=0, e=engine: Networks(e.velocity, e.encoder_stages, e.decoder_stages)

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     paths = list_images([args.hr], args.limit)
     for path in paths:
-        item = prepare_image(path, 2)
+        item = prepare_image(path, 2, degrade_profile="torch-float")  # the protocol its figures were made with
         hr, lr = item.hr, item.lr
 
         start = time.perf_counter()

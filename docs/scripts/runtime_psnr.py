@@ -56,7 +56,7 @@ def main() -> None:
     for folder in args.hr:
         stats = {r: {"psnr": [], "largest": 0.0, "changed": 0, "values": 0} for r in runtimes}
         for path in tqdm(list_images([folder], args.limit), desc=Path(folder).name, file=sys.stderr, leave=False):
-            lr = prepare_image(path, args.scale).lr
+            lr = prepare_image(path, args.scale, degrade_profile="torch-float").lr  # the protocol of its figures
             outputs = {}
             for runtime in ["torch", *runtimes]:
                 pipe.set_runtime(runtime)
