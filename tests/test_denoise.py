@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_pipeline
+from conftest import cpu_engine_runtimes, make_tiny_pipeline
 from flowup.denoise import blend_networks, check_blendable, check_denoise, prefilter
 
 
@@ -107,15 +107,9 @@ def test_default_comes_from_the_config_and_round_trips(tmp_path):
 
 
 def test_denoise_runs_in_the_cpu_engines():
-    from flowup.onnx_runtime import onnx_unavailable_reason
-
     pipe = _denoise_pipeline()
     reference = _run(pipe, denoise=0.3)
-    runtimes = ["onnx"] if onnx_unavailable_reason(pipe.flow, pipe.codec, pipe.device) is None else []
-    if pipe._unavailable_reason("torch-bf16") is None:
-        runtimes.append("torch-bf16")
-    assert runtimes, "no CPU engine available to test"
-    for runtime in runtimes:
+    for runtime in cpu_engine_runtimes(pipe):
         pipe.set_runtime(runtime)
         out = _run(pipe, denoise=0.3)
         assert 10 * torch.log10(1 / torch.mean((out - reference) ** 2)) > 35, runtime

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from flowup import FlowUpPipeline, TAEF2Codec
 from flowup.pipeline import ModelNotFoundError, _pad_to_multiple, default_model_path
 
-from conftest import make_tiny_pipeline
+from conftest import cpu_engine_runtimes, make_tiny_pipeline
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -125,8 +125,6 @@ def test_cascade_flow_save_load_round_trip(tmp_path):
 
 
 def test_cascade_flow_runs_in_the_cpu_engines():
-    from flowup.onnx_runtime import onnx_unavailable_reason
-
     pipe = _tiny_cascade_pipeline()
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
 
@@ -134,11 +132,7 @@ def test_cascade_flow_runs_in_the_cpu_engines():
         return pipe(image=image, scale=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
 
     reference = run()
-    runtimes = ["onnx"] if onnx_unavailable_reason(pipe.flow, pipe.codec, pipe.device) is None else []
-    if pipe._unavailable_reason("torch-bf16") is None:
-        runtimes.append("torch-bf16")
-    assert runtimes, "no CPU engine available to test"
-    for runtime in runtimes:
+    for runtime in cpu_engine_runtimes(pipe):
         pipe.set_runtime(runtime)
         assert pipe.networks(1).velocity != pipe.networks(0).velocity
         out = run()

@@ -79,26 +79,24 @@ def quality_int(text: str) -> int:
     return value
 
 
-def detail_float(text: str) -> float:
-    """argparse type: the pipeline's ``detail``, a number in 0 .. 2."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 2:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
-    return value
+def _number_between(low: float, high: float, what: str):
+    """An argparse type: a number in ``low .. high`` (``what`` names it in the docstring)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    parse.__doc__ = f"argparse type: the pipeline's ``{what}``, a number in {low:g} .. {high:g}."
+    return parse
 
 
-def denoise_float(text: str) -> float:
-    """argparse type: the pipeline's ``denoise``, a number in 0 .. 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+detail_float = _number_between(0, 2, "detail")
+denoise_float = _number_between(0, 1, "denoise")
 
 
 def detail_per_stage(text: str) -> float | tuple[float, ...]:
