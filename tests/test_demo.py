@@ -185,7 +185,7 @@ def test_app_through_gradio_client(tiny_pipe, tmp_path, served, outbound):
     source = _write_png(tmp_path / "upload.png", 20, 14)
     client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
     assert "/upscale" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    compare, timing, download = client.predict(handle_file(str(source)), 2, 1, 1.0, 0, 1.0, api_name="/upscale")
+    compare, timing, download = client.predict(handle_file(str(source)), 2, 1, 1.0, 0, 0.0, api_name="/upscale")
 
     path = Path(download["value"] if isinstance(download, dict) else download)
     assert path.name == "upload_x2.png"
@@ -195,7 +195,7 @@ def test_app_through_gradio_client(tiny_pipe, tmp_path, served, outbound):
         got = np.asarray(image.convert("RGB"))
     from flowup.demo import upscale_image  # the app's PNG is the function's, bit for bit
 
-    direct = upscale_image(tiny_pipe, source, scale=2, steps=1, detail=1.0, seed=0, out_dir=tmp_path / "direct")
+    direct = upscale_image(tiny_pipe, source, scale=2, steps=1, detail=1.0, seed=0, out_dir=tmp_path / "direct", denoise=0.0)
     assert np.array_equal(got, np.asarray(direct.image))
     before, after = (Path(p) for p in compare)
     assert PIL.Image.open(before).size == PIL.Image.open(after).size == (40, 28)
@@ -204,11 +204,11 @@ def test_app_through_gradio_client(tiny_pipe, tmp_path, served, outbound):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="greater than maximum"):  # gradio checks the slider's range
-        client.predict(handle_file(str(source)), 2, 1, 2.5, 0, 1.0, api_name="/upscale")
+        client.predict(handle_file(str(source)), 2, 1, 2.5, 0, 0.0, api_name="/upscale")
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(AppError):  # not an image: refused, one message, and the app goes on
-        client.predict(handle_file(str(tmp_path / "text.png")), 2, 1, 1.0, 0, 1.0, api_name="/upscale")
-    assert client.predict(handle_file(str(source)), 4, 1, 1.0, 0, 1.0, api_name="/upscale")[1].count("80x56") == 1
+        client.predict(handle_file(str(tmp_path / "text.png")), 2, 1, 1.0, 0, 0.0, api_name="/upscale")
+    assert client.predict(handle_file(str(source)), 4, 1, 1.0, 0, 0.0, api_name="/upscale")[1].count("80x56") == 1
     time.sleep(0.5)  # let any background thread (telemetry, version check) have its go
     assert outbound == []  # offline: nothing but 127.0.0.1
 

@@ -40,7 +40,7 @@ def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32(c
     assert (out - expected).abs().max() > 1e-3  # quantized: not float32 to rounding
     assert _psnr(out, expected) > 30  # ... but close to it
 
-    folder = pipe._engines[("onnx-int8", "flow")][1].folder
+    folder = pipe._engines[("onnx-int8", "flow", None)][1].folder
     manifest = json.loads((folder / "onnx_manifest.json").read_text())
     assert manifest["quantization"]["graphs"] == ["encoder_local", "decoder_local"]
     for name in ("encoder_local", "decoder_local"):
@@ -58,8 +58,8 @@ def test_int8_exports_are_cached_apart_from_float32_and_reused(monkeypatch):
     image = torch.rand(1, 3, 16, 16)
     pipe.set_runtime("onnx")(image=image)
     pipe.set_runtime("onnx-int8")(image=image)
-    float_folder = pipe._engines[("onnx", "flow")][1].folder
-    int8_folder = pipe._engines[("onnx-int8", "flow")][1].folder
+    float_folder = pipe._engines[("onnx", "flow", None)][1].folder
+    int8_folder = pipe._engines[("onnx-int8", "flow", None)][1].folder
     assert float_folder != int8_folder and float_folder.parent == int8_folder.parent
     assert "quantization" not in json.loads((float_folder / "onnx_manifest.json").read_text())
 
@@ -71,7 +71,7 @@ def test_int8_exports_are_cached_apart_from_float32_and_reused(monkeypatch):
     monkeypatch.setattr(onnx_int8, "quantize_codec_graphs", no_quantize)
     fresh = make_tiny_pipeline().set_runtime("onnx-int8")
     fresh(image=image)
-    assert fresh._engines[("onnx-int8", "flow")][1].folder == int8_folder
+    assert fresh._engines[("onnx-int8", "flow", None)][1].folder == int8_folder
 
 
 def test_int8_is_opt_in_and_refused_where_onnx_cannot_run(tiny_pipeline_dir, monkeypatch):

@@ -81,7 +81,7 @@ def test_exports_are_cached_by_weights_and_rebuilt_when_weights_change(monkeypat
     pipe = make_tiny_pipeline().set_runtime("onnx")
     image = torch.rand(1, 3, 16, 16)
     pipe(image=image, generator=torch.Generator().manual_seed(0))
-    first = pipe._engines[("onnx", "flow")][1].folder
+    first = pipe._engines[("onnx", "flow", None)][1].folder
     assert (first / "onnx_manifest.json").is_file()
 
     import flowup.onnx_runtime as onnx_runtime
@@ -96,6 +96,6 @@ def test_exports_are_cached_by_weights_and_rebuilt_when_weights_change(monkeypat
     with torch.no_grad():
         pipe.flow.unet.conv_out.bias.add_(0.5)  # an optimizer step, say
     after = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    assert pipe._engines[("onnx", "flow")][1].folder != first
+    assert pipe._engines[("onnx", "flow", None)][1].folder != first
     expected = pipe.set_runtime("torch")(image=image, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert (after - expected.images).abs().max() < 1e-4 and (after - before).abs().max() > 1e-3

@@ -301,7 +301,7 @@ def test_source_model_makes_cascade_aware_pairs(workspace, tiny_pipeline_dir, tm
     recipe = CacheRecipe(image_dirs=[str(workspace["images"])], codec=str(workspace["codec"]), crop_size=64,
                          crops_per_image=2, extra_crop_min_side=10_000, seed=1, source_model=str(tiny_pipeline_dir))
     hr = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    low = _low_res_maker(recipe)(hr)
+    low = _low_res_maker(recipe, TAEF2Codec.from_pretrained(workspace["codec"]))(hr, [0, 1])
     pipe = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(image=downsample(hr, 4), output_type="pt", generator=torch.Generator().manual_seed(1)).images
@@ -315,7 +315,7 @@ def test_source_model_makes_cascade_aware_pairs(workspace, tiny_pipeline_dir, tm
     assert torch.allclose(cascade.hr.float(), plain.hr.float(), atol=1e-2)  # same crops
     assert (cascade.src.float() - plain.src.float()).abs().mean() > 1e-2  # another low-res image
     with pytest.raises(ValueError, match="multiple of 32"):
-        _low_res_maker(CacheRecipe(crop_size=48, source_model=str(tiny_pipeline_dir)))
+        _low_res_maker(CacheRecipe(crop_size=48, source_model=str(tiny_pipeline_dir)), codec)
 
 
 def test_init_weights_starts_from_a_trained_network(tiny_pipeline_dir, tmp_path):
