@@ -66,11 +66,14 @@ class FlowUpPipelineOutput(BaseOutput):
 @dataclass
 class Networks:
     """What one x2 stage runs: the velocity ``(x_t, t, cond) -> v`` and the codec's stages
-    (None: tile the whole codec), as torch modules or ONNX Runtime sessions."""
+    (None: tile the whole codec), as torch modules or ONNX Runtime sessions, and ``flow``, the
+    torch velocity network behind them, whose geometry (size multiple, receptive radius) and
+    dtype the stage pads, tiles and casts by."""
 
     velocity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     encoder: CodecStages | None
     decoder: CodecStages | None
+    flow: torch.nn.Module
 
 
 @dataclass
@@ -181,8 +184,6 @@ class FlowUpPipeline(DiffusionPipeline):
             cascade_alpha = getattr(getattr(cascade_flow, "config", None), "skip_noise_alpha", None)
             if cascade_alpha is not None and abs(float(cascade_alpha) - float(noise_alpha)) > 1e-6:
                 raise ValueError(f"noise_alpha {noise_alpha} differs from the one the cascade flow's Gaussian skip assumes ({cascade_alpha})")
-            if getattr(cascade_flow, "size_multiple", 1) != getattr(flow, "size_multiple", 1):
-                raise ValueError("the cascade flow must take the same latent sizes as the flow (same size_multiple)")
         if faithful_flow is not None:
             check_blendable(faithful_flow, flow)
         self.register_modules(flow=flow, codec=codec, cascade_flow=cascade_flow, faithful_flow=faithful_flow)
@@ -279,7 +280,7 @@ class FlowUpPipeline(DiffusionPipeline):
             denoise = None  # one network whatever the setting: one engine
         runtime = self.active_runtime()
         if runtime == "torch":
-            return Networks(flow, self.codec.encoder_stages(), self.codec.decoder_stages())
+            return Networks(flow, self.codec.encoder_stages(), self.codec.decoder_stages(), flow)
         # Rebuilt when weights change in place (training), move, or torch's thread count changes.
         # Inference tensors (weights loaded under torch.inference_mode) carry no version counter.
         key = (torch.get_num_threads(),) + tuple(
@@ -297,7 +298,7 @@ class FlowUpPipeline(DiffusionPipeline):
                 engine = Bf16Engine(flow, self.codec)
             self._engines[slot] = (key, engine)
         engine = self._engines[slot][1]
-        return Networks(engine.velocity, engine.encoder_stages, engine.decoder_stages)
+        return Networks(engine.velocity, engine.encoder_stages, engine.decoder_stages, flow)
 
     # ----------------------------------------------------------------------------------------
     # inference
@@ -459,7 +460,7 @@ class FlowUpPipeline(DiffusionPipeline):
         float32, the latent, NFE.
         ``progress``: the call's :class:`_WorkProgress`, this stage being ``out_pixels`` of it."""
         progress = progress or _WorkProgress(None, 1.0)
-        device, flow, codec = self._execution_device, self.flow, self.codec
+        device, flow, codec = self._execution_device, networks.flow, self.codec
         factor = int(self.config.scale_factor)
         out_h, out_w = factor * rgb.shape[-2], factor * rgb.shape[-1]
         multiple = codec.downscale * flow.size_multiple
@@ -506,7 +507,7 @@ class FlowUpPipeline(DiffusionPipeline):
         nfe_guess: int,
     ) -> tuple[torch.Tensor, int]:
         """Noise the source latent ``cond`` ``(N, C, h, w)`` and integrate the flow: ``(x1, NFE)``."""
-        device, flow = self._execution_device, self.flow
+        device, flow = self._execution_device, networks.flow
         noise = torch.cat(
             [randn_tensor((1, *cond.shape[1:]), generator=g, device=device, dtype=torch.float32) for g in generators]
         )

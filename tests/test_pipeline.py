@@ -449,3 +449,32 @@ def test_detail_per_stage_runs_each_stage_at_its_own_value():
         run(image, scale=4, detail=(1.0, 0.5, 0.5))
     with pytest.raises(ValueError, match="detail"):
         run(image, scale=4, detail=(1.0, 2.5))
+
+
+def test_cascade_flow_of_another_shape_tiles_by_its_own_geometry(monkeypatch):
+    """A cascade network of another shape (another size multiple and receptive radius) pads and
+    tiles its stage by its own geometry, not the first network's."""
+    import flowup.pipeline as pipeline_module
+    from flowup import FlowUNet
+
+    base = make_tiny_pipeline()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        other = FlowUNet(block_out_channels=(32, 32, 32), layers_per_block=1, norm_num_groups=8).eval()
+    assert other.size_multiple != base.flow.size_multiple
+    pipe = type(base)(flow=base.flow, codec=base.codec, cascade_flow=other, noise_alpha=0.9, default_num_inference_steps=1)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    real = pipeline_module.tiled_velocity
+
+    def recording(flow, x, *args, **kwargs):
+        seen.append((flow, tuple(x.shape[-2:])))
+        return real(flow, x, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "tiled_velocity", recording)
+    image = _smooth_images(1, 20, 28)
+    tiled = pipe(image=image, scale=4, output_type="pt", generator=_gen(), tile_size=4).images
+    assert [f for f, _ in seen] == [base.flow, other] and tiled.shape == (1, 3, 80, 112)
+    assert all(h % other.size_multiple == 0 and w % other.size_multiple == 0 for _, (h, w) in seen[1:])
+    untiled = pipe(image=image, scale=4, output_type="pt", generator=_gen(), tile_size=0).images
+    assert (tiled - untiled).abs().max() < 0.25  # tiles of 4 latent pixels: inexact overlap, same picture

@@ -51,7 +51,7 @@ def main() -> None:
             pair = prepare_image(path, 2, degrade_profile="torch-float")  # the protocol its figures were made with
             outputs = {}
             for name, engine in engines.items():
-                pipe.networks = lambda stage=0, e=engine: Networks(e.velocity, e.encoder_stages, e.decoder_stages)
+                pipe.networks = lambda stage=0, denoise=None, e=engine: Networks(e.velocity, e.encoder_stages, e.decoder_stages, pipe.flow)
                 outputs[name] = pipe(image=pair.lr, generator=torch.Generator().manual_seed(0), output_type="pt").images
             cells = [f"{psnr(outputs[n], outputs['float32']):5.1f}, {float(psnr_y(outputs[n], pair.hr, border=2).mean()):.2f}"
                      for n in engines if n != "float32"]  # fmt: skip
