@@ -16,9 +16,9 @@
 #   then score it with configs/eval/x4_set14.yaml --methods bicubic flowup "x4n=flowup@models/gpu-run-x4"
 #
 # On the GPU it: encodes the crops into a latent cache on the GPU (python -m train prepare), the
-# low-res side degraded like generator outputs (configs/degradations/generator_outputs.yaml, the
-# recipe since v0.5), fine-tunes the shipped network on it (x2: the clean end of a denoise
-# control, as configs/train/cpu_generated.yaml does on a CPU; MODEL_CARD.md item 16) in bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
+# low-res side degraded like generator outputs (configs/degradations/artefacts_no_blur.yaml), fine-tunes
+# the shipped network on it (x2: the clean end of a denoise control, as configs/train/cpu_artefacts.yaml
+# does on a CPU; MODEL_CARD.md items 16-17) in bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
 # 10-minute limit), exports the EMA weights as fp16 (x2: with the shipped faithful network beside it,
 # train export --faithful-of shipped), prints the loss
 # by t (docs/scripts/velocity_loss_by_t.py) and a Set5 / Set14 score, clean and 'generator'-degraded
@@ -93,7 +93,7 @@ fi
 
 echo "== latent cache ($device)"
 "$PYTHON" -m train prepare --images "$data/crops" --out "$WORK/cache" --device "$device" --scale "$scale" "${prepare[@]}" \
-    --degradation configs/degradations/generator_outputs.yaml 2>&1 | tail -n 3
+    --degradation configs/degradations/artefacts_no_blur.yaml 2>&1 | tail -n 3
 echo "== training"
 sed "s#/tmp/flowup-gpu#$WORK#g" configs/train/gpu_8min.yaml > "$WORK/config.yaml"  # the run's paths under $WORK
 "$PYTHON" -m train fit --config "$WORK/config.yaml" "${scale_fit[@]}" "${fit[@]}" 2>&1 | tee "$WORK/fit.log" | grep -v "^\s*$" | tail -n 20

@@ -83,3 +83,10 @@ def test_yaml_and_profiles_load(tmp_path):
     assert loaded.gaussian_sigma == (2, 3) and loaded.noise_probability == 1
     assert load_degradation("jpeg") is PROFILES["jpeg"] and load_degradation(None) is None
     assert load_degradation(loaded.as_dict()) == loaded
+
+
+def test_every_committed_degradation_config_loads():
+    configs = sorted((ROOT / "configs" / "degradations").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert isinstance(load_degradation(path), Degradation), path.name
