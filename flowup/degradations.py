@@ -88,11 +88,7 @@ class Degradation:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings (stored in a cache's recipe)."""
-        return json_ready(asdict(self))
-
-
-def json_ready(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def _fixed(**settings: Any) -> Degradation:
