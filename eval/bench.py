@@ -10,9 +10,9 @@ Real-ESRGAN rows warm up on a 64² input (ncnn plans nothing per shape), all oth
 Sections:
 
 - ``x2`` / ``x4`` at each input size: flowup's default (the model's steps and back-projection, the
-  runtime ``auto`` picks: on a CPU, torch-bf16 where it has AMX, else ONNX Runtime), flowup on
+  runtime ``auto`` picks, :mod:`flowup.runtimes`), flowup on
   PyTorch float32 eager (the default before the fast paths), the other fast runtimes this machine
-  can run (``onnx-int8`` among them, opt-in; with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
+  can run (the opt-in int8 one among them; with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
   back-projection), PSU (flowup's source: bicubic + codec round trip), bicubic, and Real-ESRGAN
   through ncnn (:mod:`eval.realesrgan`): ``realesr-animevideov3-x2`` (compact; twice for x4) and
   ``realesrgan-x4plus`` (x4 native; its x2 row is the x4 output downsampled, as its tools do).
@@ -176,73 +176,49 @@ def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, de
 
 
 def _other_runtimes(pipe, active: str) -> list[str]:
-    """The fast CPU runtimes other than ``active`` that can run ``pipe`` here (``onnx-int8`` included)."""
-    found = []
-    for runtime in ("torch-bf16", "onnx", "onnx-int8"):
-        if runtime != active:
-            try:
-                pipe.set_runtime(runtime).active_runtime()
-                found.append(runtime)
-            except ValueError:
-                pass
-    pipe.set_runtime("torch")
-    return found
+    """The runtimes other than ``active`` and ``torch`` that can run ``pipe`` here (inexact ones included)."""
+    from flowup.runtimes import RUNTIMES, unavailable_reason
+
+    return [name for name in RUNTIMES if name not in (active, "torch")
+            and unavailable_reason(name, pipe.flow, pipe.codec, pipe.device) is None]  # fmt: skip
 
 
 def _stage_rows(pipe, lr: torch.Tensor, section: str, size: int, args, device: str) -> list[BenchRow]:
-    """Each stage of one x2 call timed alone, on the same tensors the call makes."""
+    """Each step of one x2 stage (:class:`flowup.stage.X2Stage`) timed alone, on the tensors a call makes."""
     from flowup.back_projection import back_project
-    from flowup.flow import noise_source
-    from flowup.pipeline import _pad_to_multiple
-    from flowup.resample import upsample
-    from flowup.tiling import auto_flow_tile_size, decode_tiled, encode_tiled, tiled_velocity
+    from flowup.stage import StageSettings
 
-    networks = pipe.networks()
-    flow, codec = pipe.flow, pipe.codec
+    stage = pipe.x2_stage()
     out_pixels = (2 * size) ** 2
-    x_up = _pad_to_multiple(upsample(lr.float(), 2), codec.downscale * flow.size_multiple)
+    x_up = stage.upsample(lr)
     rows = []
 
-    def stage(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def timed(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         row = BenchRow(section, size, f"  stage: {name}", out_pixels)
         rows.append(row)
         return _time_row(row, fn, device, args.repeats, args.max_row_seconds)
 
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        cond = stage("encode", lambda: encode_tiled(codec, x_up.to(codec.dtype), None, networks.encoder))
-        x0 = noise_source(cond.float(), pipe.config.noise_alpha, generator=torch.Generator().manual_seed(0))
-        tile = auto_flow_tile_size(flow, 1, flow.dtype)
-        t = torch.zeros((), device=device)
-        stage("flow (1 NFE)", lambda: tiled_velocity(flow, x0.to(flow.dtype), t, cond.to(flow.dtype), tile, None,
-                                                     networks.velocity))  # fmt: skip
-        decoded = stage("decode", lambda: decode_tiled(codec, x0.to(codec.dtype), None, networks.decoder))
+        cond = timed("encode", lambda: stage.encode(x_up))
+        timed("flow (1 NFE)", lambda: stage.integrate(cond, [generator], StageSettings(steps=1))[0])
+        image = timed("decode", lambda: stage.decode(cond, (2 * lr.shape[-2], 2 * lr.shape[-1])))
         steps = pipe.config.get("default_back_projection_steps", 0)
         if steps:
-            image = decoded[..., : 2 * lr.shape[-2], : 2 * lr.shape[-1]].float()
-            stage(f"back-projection ({steps} steps)", lambda: back_project(image, lr.float(), steps))
+            timed(f"back-projection ({steps} steps)", lambda: back_project(image, lr.float(), steps))
     return rows
 
 
 def _baseline_rows(pipe, section: str, scale: int, size: int, args, device: str) -> list[BenchRow]:
     from flowup.back_projection import back_project
-    from flowup.pipeline import _pad_to_multiple
     from flowup.resample import upsample
-    from flowup.tiling import decode_tiled, encode_tiled
 
     lr = _test_image(size).to(device)
     out_pixels = (scale * size) ** 2
     rows = []
-    networks = pipe.networks()
-    codec = pipe.codec
 
-    def psu() -> torch.Tensor:
-        image = lr.float()
-        for _ in range(round(math.log2(scale))):
-            h, w = 2 * image.shape[-2], 2 * image.shape[-1]
-            x_up = _pad_to_multiple(upsample(image, 2), codec.downscale * pipe.flow.size_multiple)
-            z = encode_tiled(codec, x_up.to(codec.dtype), None, networks.encoder)
-            image = decode_tiled(codec, z, None, networks.decoder)[..., :h, :w].float()
-        return image
+    def psu() -> torch.Tensor:  # the pipeline without the flow: bicubic + codec round trip per stage
+        return pipe(image=lr.float(), scale=scale, num_inference_steps=0, back_projection_steps=0, output_type="pt").images
 
     with torch.no_grad():
         row = BenchRow(section, size, f"PSU (bicubic + codec round trip, {pipe.active_runtime()})", out_pixels)
@@ -406,7 +382,7 @@ def _markdown(rows: list[BenchRow], header: dict) -> str:
              "max_memory_allocated (CUDA) over the row.", "",
              f"Runtime {header['runtime']}, ready in {header['engine_seconds']} s before the first image "
              "(building the engine: ONNX Runtime loads its cached export, or exports on a machine's first run; "
-             "torch-bf16 makes its channels_last copies).", "",
+             "the bfloat16 runtime makes its channels_last copies).", "",
              f"Command: `{header['command']}`", ""]  # fmt: skip
     for section in dict.fromkeys(r.section for r in rows):
         for size in dict.fromkeys(r.size for r in rows if r.section == section):
@@ -470,7 +446,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     threads = f"{torch.get_num_threads()} torch / ONNX Runtime / ncnn threads"
     print(f"flowup bench: {_hardware(device)}, {threads}, runtime {pipe.active_runtime()}", flush=True)
     start = time.perf_counter()
-    pipe.networks()  # ONNX Runtime: export once per machine (cached), then open the sessions
+    pipe.engine()  # ONNX Runtime: export once per machine (cached), then open the sessions
     engine_seconds = time.perf_counter() - start
 
     rows: list[BenchRow] = []

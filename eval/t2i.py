@@ -97,17 +97,16 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_text_to_image(source: str, device: str, dtype: str = "float32", lora: str | None = None):
-    """A diffusers text-to-image pipeline by local folder or hub id (+ optional LCM-LoRA)."""
-    from diffusers import DiffusionPipeline, LCMScheduler
+    """A diffusers text-to-image pipeline by local folder or hub id (:func:`flowup.loading.load_base_pipeline`,
+    ``OSError`` with its one-line reason), with an optional LCM-LoRA fused in."""
+    from diffusers import LCMScheduler
+
+    from flowup.loading import BaseModelError, load_base_pipeline
 
     try:
-        pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=getattr(torch, dtype))
-    except Exception as err:  # noqa: BLE001 - one clear line for any loading failure
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OSError(
-            f"could not load a text-to-image pipeline from {source!r} (a local folder, or a hub id with network "
-            f"access or a populated HF cache): {reason}"
-        ) from None
+        pipe = load_base_pipeline(source, dtype=getattr(torch, dtype))
+    except BaseModelError as err:
+        raise OSError(str(err)) from None
     if lora:
         try:
             pipe.load_lora_weights(lora)
@@ -204,9 +203,9 @@ def run_t2i(
     if base is None:
         base = load_text_to_image(config.base, config.device, config.dtype)
     if flowup is None:
-        from flowup.pipeline import FlowUpPipeline, default_model_path
+        from flowup.loading import load_upscaler
 
-        flowup = FlowUpPipeline.from_pretrained(config.model or default_model_path()).to(config.device)
+        flowup = load_upscaler(config.model, config.device, "float32")
     if direct is None and config.direct:
         direct = load_text_to_image(config.direct, config.device, config.dtype, config.direct_lora)
     chain = BoostedTextToImage(base, flowup)

@@ -2,11 +2,11 @@
 
 On a CPU with Intel AMX (Sapphire Rapids and later Xeons), oneDNN runs bfloat16 convolutions on
 the tile units several times faster than float32: the codec and the flow in ``channels_last``
-memory under ``torch.autocast("cpu", torch.bfloat16)`` upscale about 4x faster than PyTorch float32
-(``python -m eval bench``). The output is not bit-equal to float32 but stays within about 50 dB
-PSNR of it on the validation sets (``docs/scripts/runtime_psnr.py``), far below what 8-bit output
-shows. Without AMX, bfloat16 runs on AVX-512 at about half float32's speed, so ``runtime="auto"``
-picks this engine only where :func:`cpu_has_amx` is true (elsewhere ONNX Runtime, float32).
+memory under ``torch.autocast("cpu", torch.bfloat16)`` upscale several times faster than PyTorch
+float32 (``python -m eval bench``; figures in docs/speed.md). The output is not bit-equal to float32
+but far closer to it than 8-bit output shows (``docs/scripts/runtime_psnr.py``). Without AMX,
+bfloat16 runs slower than float32, so ``runtime="auto"`` picks this engine only where
+:func:`cpu_has_amx` is true (elsewhere ONNX Runtime, float32).
 
 The engine holds ``channels_last`` float32 copies of the networks (the pipeline's own modules
 are left as they are) and gives float32, contiguous tensors back.

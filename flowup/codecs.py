@@ -22,7 +22,6 @@ saves and loads them with safetensors like any other component.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from flowup.models.thread_stable import ThreadStableGroupNorm, make_pointwise_convs_thread_stable
 from flowup.receptive_field import sequential_radius, split_around_group_norms
 from flowup.weights import find_taef2_weights, has_taef2_weights, is_offline, load_taef2_state
 
-__all__ = ["Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "load_codec"]
+__all__ = ["Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "check_images", "load_codec"]
 
 
 @dataclass
@@ -125,7 +125,7 @@ class _Block(nn.Module):
             hidden = n_in * 4
             self.pool = nn.Sequential(
                 nn.Conv2d(n_in, hidden, 1, bias=False),
-                nn.GroupNorm(4, hidden),
+                ThreadStableGroupNorm(4, hidden),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, n_in, 1, bias=False),
             )
@@ -182,6 +182,7 @@ class TAEF2Codec(Codec):
         self.latent_channels = latent_channels
         self.encoder = TinyEncoder(latent_channels, use_midblock_gn)
         self.decoder = TinyDecoder(latent_channels, use_midblock_gn)
+        make_pointwise_convs_thread_stable(self)  # the same numbers whatever the CPU thread count
 
     @classmethod
     def from_taesd_weights(cls, folder: str | Path | None = None) -> "TAEF2Codec":
@@ -194,7 +195,7 @@ class TAEF2Codec(Codec):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` in [0, 1], H and W multiples of 8 -> latents ``(N, 32, H/8, W/8)``."""
-        _check_images(images, self.downscale)
+        check_images(images, self.downscale)
         return self.encoder(images.to(self.dtype))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -212,16 +213,6 @@ class TAEF2Codec(Codec):
         split = split_around_group_norms(self.decoder, from_end=True)
         local = nn.Sequential(*list(self.decoder)[split:], _ClampUnit())
         return CodecStages(local, nn.Sequential(*list(self.decoder)[:split]), sequential_radius(local))
-
-    @property
-    def encoder_receptive_radius(self) -> int:
-        # 3x3 convs: 5 at full res, 1 + 9 at /2, 1 + 9 at /4, 1 + 9 at /8 (in input pixels).
-        return 5 + 10 * 2 + 10 * 4 + 10 * 8 - 1
-
-    @property
-    def decoder_receptive_radius(self) -> int:
-        # In latent pixels: 1 + 9 convs at x1, 1 + 9 at x2, 1 + 9 at x4, 4 at x8.
-        return math.ceil(10 + 10 / 2 + 10 / 4 + 4 / 8)
 
 
 class DiffusersVAECodec(Codec):
@@ -267,7 +258,7 @@ class DiffusersVAECodec(Codec):
         raise OSError(f"could not load a diffusers VAE from {path_or_id!r}: " + " | ".join(errors))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        _check_images(images, self.downscale)
+        check_images(images, self.downscale)
         x = images.to(self.dtype) * 2 - 1
         if type(self.vae).__name__ == "AutoencoderTiny":
             z = self.vae.encode(x).latents
@@ -280,7 +271,8 @@ class DiffusersVAECodec(Codec):
         return (self.vae.decode(z).sample / 2 + 0.5).clamp(0, 1)
 
 
-def _check_images(images: torch.Tensor, multiple: int) -> None:
+def check_images(images: torch.Tensor, multiple: int) -> None:
+    """Raise ``ValueError`` unless ``images`` is ``(N, 3, H, W)`` with H and W multiples of ``multiple``."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
     if images.shape[-1] % multiple or images.shape[-2] % multiple:

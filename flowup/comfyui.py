@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from flowup.runtimes import RUNTIME_NAMES, RUNTIMES
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +35,6 @@ SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed takes; ComfyUI's own se
 PROGRESS_STEPS = 100  # the ComfyUI progress bar counts percent of the call's work
 DEVICES = ["auto", "cpu", "cuda"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
-RUNTIMES = ["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]  # flowup.pipeline.RUNTIMES, listed here to avoid importing it
 # The packaged model's defaults (flowup/pretrained/taef2-x2/model_index.json; a test keeps them in step).
 DEFAULT_STEPS = 1
 DEFAULT_BACK_PROJECTION = 5
@@ -64,33 +64,24 @@ class FlowUpLoader:
                                      "tooltip": "auto: ComfyUI's device inside ComfyUI, else cuda when available."}),
                 "dtype": (DTYPES, {"default": "auto",
                                    "tooltip": "auto: float16 on a GPU, float32 on the CPU (float16 is refused there)."}),
-                "runtime": (RUNTIMES, {"default": "auto",
-                                       "tooltip": "What runs the networks on a CPU; auto picks the fastest that "
-                                                  "applies (bfloat16 on AMX CPUs, else ONNX Runtime); "
-                                                  "onnx-int8: the codec in 8-bit integers, about 1.7x faster, "
-                                                  "0.1-0.2 dB lower PSNR-Y."}),
+                "runtime": (list(RUNTIME_NAMES), {"default": "auto",
+                                                  "tooltip": "What runs the networks; auto picks the fastest exact one "
+                                                             "here. " + "; ".join(f"{r.name}: {r.description}"
+                                                                                  for r in RUNTIMES.values())}),
             }
         }  # fmt: skip
 
     def load(self, model_path: str, device: str = "auto", dtype: str = "auto", runtime: str = "auto") -> tuple:
         """Load the model folder at ``model_path`` (empty: the packaged one) on ``device`` in ``dtype``."""
-        from flowup.cli.common import UsageError, resolve_device, resolve_dtype
-        from flowup.pipeline import FlowUpPipeline, default_model_path
+        from flowup.errors import UsageError
+        from flowup.loading import load_upscaler
 
         try:
-            torch_device = _comfy_device() if device == "auto" else None
-            torch_device = torch_device or resolve_device(device)
-            torch_dtype = resolve_dtype(dtype, torch_device)
+            with _outside_inference_mode():  # ComfyUI runs nodes in inference mode: keep the weights ordinary tensors
+                pipe = load_upscaler(model_path.strip() or None, (_comfy_device() or "auto") if device == "auto" else device,
+                                     dtype, runtime)  # fmt: skip
         except UsageError as err:  # its text names CLI options (--dtype ...): say it in node terms
             raise ValueError(f"FlowUpLoader: {str(err).replace('--', '')}") from None
-        folder = Path(model_path.strip()).expanduser() if model_path.strip() else default_model_path()
-        with _outside_inference_mode():  # ComfyUI runs nodes in inference mode: keep the weights ordinary tensors
-            pipe = FlowUpPipeline.from_pretrained(folder, torch_dtype=torch_dtype, runtime=runtime).to(torch_device)
-        pipe.set_progress_bar_config(disable=True)
-        try:
-            pipe.active_runtime()  # a runtime that cannot run here fails now, not at the first image
-        except ValueError as err:
-            raise ValueError(f"FlowUpLoader: {err}") from None
         return (pipe,)
 
 

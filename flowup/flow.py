@@ -18,7 +18,6 @@ from typing import Callable, Literal
 import torch
 
 __all__ = [
-    "alpha_bar_at",
     "noise_source",
     "sample_time",
     "interpolate",
@@ -28,20 +27,6 @@ __all__ = [
 ]
 
 VelocityModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def alpha_bar_at(step: int, num_train_timesteps: int = 1000, im_size: int = 64, ref_size: int = 64) -> float:
-    """Cumulative alpha of the paper's forward diffusion (shifted cosine schedule) at ``step``.
-
-    ``alpha_bar(s) = sigmoid(-2 log tan(pi s / 2) + 2 log(ref_size / im_size))`` with
-    ``s = step / (num_train_timesteps - 1)``: for ``im_size == ref_size`` this is
-    ``cos(pi s / 2) ** 2``. The paper noises the source to step 400: ``alpha_bar_at(400) ~= 0.654``.
-    """
-    if not 0 <= step < num_train_timesteps:
-        raise ValueError(f"step must be in [0, {num_train_timesteps}), got {step}")
-    s = step / (num_train_timesteps - 1)
-    log_snr = -2 * math.log(math.tan(math.pi * s / 2) + 1e-5) + 2 * math.log(ref_size / im_size)
-    return 1.0 / (1.0 + math.exp(-log_snr))
 
 
 def noise_source(

@@ -23,15 +23,25 @@ import torch
 from flowup.codecs import TAEF2Codec, load_codec
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
-__all__ = ["ModelNotFoundError", "DEFAULT_MODEL_DIR", "DEFAULT_NOISE_ALPHA", "OPTIONAL_NETWORKS", "default_model_path", "check_config",
+__all__ = ["ModelNotFoundError", "DEFAULT_CONFIG", "DEFAULT_MODEL_DIR", "DEFAULT_NOISE_ALPHA", "OPTIONAL_NETWORKS", "default_model_path", "check_config",
            "save_model_folder", "load_model_folder"]  # fmt: skip
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "taef2-x2"
 # The source's noise augmentation a: 0.9 in the training recipe (train.module.FlowMatchingModule) and
-# every model trained here; the paper's step 400 of 1000 would be flowup.flow.alpha_bar_at(400) ~ 0.654.
+# every model trained here (the paper noises its source to step 400 of 1000 of a cosine schedule, a ~ 0.654).
 DEFAULT_NOISE_ALPHA = 0.9
-_CONFIG_KEYS = ("noise_alpha", "scale_factor", "default_num_inference_steps", "default_solver", "codec_spec",
-                "default_back_projection_steps", "default_cascade_detail", "default_denoise")  # fmt: skip
+#: A pipeline config's defaults (a model folder's ``model_index.json`` may leave any of them out).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "noise_alpha": DEFAULT_NOISE_ALPHA,
+    "scale_factor": 2,
+    "default_num_inference_steps": 1,
+    "default_solver": "euler",
+    "codec_spec": None,
+    "default_back_projection_steps": 0,
+    "default_cascade_detail": 1.0,
+    "default_denoise": 0.0,
+}
+_CONFIG_KEYS = tuple(DEFAULT_CONFIG)
 #: The optional networks a model folder may hold beside ``flow/``, each in a folder of its name.
 OPTIONAL_NETWORKS = ("cascade_flow", "faithful_flow")
 
@@ -51,14 +61,14 @@ def default_model_path() -> Path:
 
 
 def check_config(
-    noise_alpha: Any = DEFAULT_NOISE_ALPHA,
-    scale_factor: Any = 2,
-    default_num_inference_steps: Any = 1,
-    default_solver: Any = "euler",
-    default_back_projection_steps: Any = 0,
-    codec_spec: Any = None,
-    default_cascade_detail: Any = 1.0,
-    default_denoise: Any = 0.0,
+    noise_alpha: Any = DEFAULT_CONFIG["noise_alpha"],
+    scale_factor: Any = DEFAULT_CONFIG["scale_factor"],
+    default_num_inference_steps: Any = DEFAULT_CONFIG["default_num_inference_steps"],
+    default_solver: Any = DEFAULT_CONFIG["default_solver"],
+    default_back_projection_steps: Any = DEFAULT_CONFIG["default_back_projection_steps"],
+    codec_spec: Any = DEFAULT_CONFIG["codec_spec"],
+    default_cascade_detail: Any = DEFAULT_CONFIG["default_cascade_detail"],
+    default_denoise: Any = DEFAULT_CONFIG["default_denoise"],
 ) -> None:
     """Raise ValueError naming the first bad value of a pipeline config (NaN, negative steps ...)."""
 

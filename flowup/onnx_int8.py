@@ -1,6 +1,6 @@
-"""The ``onnx-int8`` runtime: the codec's convolutions in 8-bit integers under ONNX Runtime.
+"""The int8 runtime (:data:`flowup.runtimes.RUNTIMES`): the codec's convolutions in 8-bit integers under ONNX Runtime.
 
-TAEF2's encode and decode are about 85 % of an x2 call on a CPU (``python -m eval bench``), and
+TAEF2's encode and decode are most of an x2 call on a CPU (``python -m eval bench``), and
 under float32 ONNX Runtime they already run near the CPU's float32 peak. The remaining lever is
 arithmetic: this module takes the float32 graphs of :mod:`flowup.onnx_runtime` and quantizes the two
 local codec graphs (``encoder_local``, ``decoder_local``: every full- to /8-resolution convolution)
@@ -11,17 +11,15 @@ Choices (figures in docs/speed.md):
 
 - QDQ format, uint8 activations, per-channel int8 weights **in 7 bits** (``reduce_range``). On x86
   CPUs without VNNI, ONNX Runtime's U8S8 kernels add pairs of products in saturating 16-bit
-  integers; with full 8-bit weights one Set14 image (foreman) lost 1.1 dB PSNR-Y to that
-  saturation, with 7-bit weights 0.2 dB. uint8 weights (U8U8) avoid it too, but gained far less
-  speed there.
+  integers; full 8-bit weights lost far more PSNR-Y to that saturation than 7-bit ones.
+  uint8 weights (U8U8) avoid it too, but gained far less speed there.
 - MinMax activation ranges from a fixed calibration set that ships with flowup: the example photo
   ``flowup/assets/grace_hopper_256.jpg``, its mirror image and its half-size copy, through the same
-  x2 source the pipeline encodes and the one-step latent it decodes (:func:`calibration_feeds`).
+  x2 source the pipeline encodes and the one-step latent it decodes, at the model's own noise
+  level (:func:`calibration_feeds`).
 
-It is opt-in (``--runtime onnx-int8``, ``runtime="onnx-int8"``): the output is not the float32 model's
-to float rounding (median 40-43 dB PSNR against it on Set5 / Set14, 34 dB at worst; PSNR-Y 0.12-0.16
-dB lower on Set14 and BSD100, patch-FID unchanged), in exchange for 1.6-1.9x the speed of ``onnx`` on
-a 2-core AVX2 CPU (docs/speed.md).
+It is opt-in (``auto`` never picks it): the output is not the float32 model's to float
+rounding, a little lower PSNR-Y for more speed on CPUs without AMX (figures: docs/speed.md).
 Quantized graphs are cached beside the float32 ones (:func:`flowup.onnx_runtime.load_engine`).
 """
 
@@ -36,13 +34,10 @@ import PIL.Image
 import torch
 from torch import nn
 
-from flowup.flow import noise_source
-from flowup.model_folder import DEFAULT_NOISE_ALPHA
-from flowup.resample import upsample
 
 __all__ = ["CALIBRATION_VERSION", "QUANTIZED_GRAPHS", "calibration_feeds", "int8_unavailable_reason", "quantize_codec_graphs"]
 
-CALIBRATION_VERSION = 1  # bump when the calibration set or the quantizer settings change
+CALIBRATION_VERSION = 2  # bump when the calibration set or the quantizer settings change
 QUANTIZED_GRAPHS = ("encoder_local", "decoder_local")
 CALIBRATION_IMAGE = Path(__file__).parent / "assets" / "grace_hopper_256.jpg"
 
@@ -71,25 +66,29 @@ def _calibration_images(multiple: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def calibration_feeds(flow: nn.Module, codec: nn.Module, size_multiple: int) -> dict[str, list[np.ndarray]]:
-    """Inputs of the two quantized graphs, from the calibration images: the x2 source images the
-    encoder sees, and the decoder's local features of both the source latent and the one-step
-    latent ``x0 + v(x0, 0, cond)`` (what a default call decodes). ``{graph name: [arrays]}``."""
-    encoder, decoder = codec.encoder_stages(), codec.decoder_stages()
+def calibration_feeds(flow: nn.Module, codec: nn.Module, noise_alpha: float, factor: int = 2) -> dict[str, list[np.ndarray]]:
+    """Inputs of the two quantized graphs, from the calibration images through the x2 stage
+    (:class:`flowup.stage.X2Stage`, float32 torch modules on the CPU): the source images the
+    encoder sees, and the decoder's image-wide features of both the source latent and the
+    one-step latent (what a default call decodes). ``{graph name: [arrays]}``."""
+    from flowup.runtimes import RUNTIMES
+    from flowup.stage import StageSettings, X2Stage
+
+    engine = RUNTIMES["torch"].build(flow, codec, noise_alpha, factor)
+    stage = X2Stage(engine, codec, factor, noise_alpha, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     feeds: dict[str, list[np.ndarray]] = {name: [] for name in QUANTIZED_GRAPHS}
-    for image in _calibration_images(size_multiple // 2):
-        x_up = upsample(image, 2)
-        cond = encoder.image_wide(encoder.local(x_up))
-        x0 = noise_source(cond, DEFAULT_NOISE_ALPHA, generator=generator)
-        one_step = x0 + flow(x0, torch.zeros(1), cond)
+    for image in _calibration_images(max(1, codec.downscale * flow.size_multiple // factor)):
+        x_up = stage.upsample(image)
+        cond = stage.encode(x_up, codec_tile_size=0)
+        one_step, _ = stage.integrate(cond, [generator], StageSettings(steps=1, tile_size=0))
         feeds["encoder_local"].append(x_up.numpy())
-        feeds["decoder_local"] += [decoder.image_wide(z).numpy() for z in (cond, one_step)]
+        feeds["decoder_local"] += [stage.engine.decoder.image_wide(z).numpy() for z in (cond, one_step)]
     return feeds
 
 
-def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module, size_multiple: int,
-                          weight_bits: int = 7) -> dict:  # fmt: skip
+def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module, noise_alpha: float,
+                          factor: int = 2, weight_bits: int = 7) -> dict:  # fmt: skip
     """Replace :data:`QUANTIZED_GRAPHS` in ``folder`` (written by :func:`flowup.onnx_runtime.export_onnx`
     from these float32 CPU modules) by their int8 versions; returns the settings for the manifest.
     ``weight_bits``: 7 (the runtime's) or 8 (full range: saturates on AVX2, for comparison)."""
@@ -107,7 +106,7 @@ def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module,
             return next(self._feeds, None)
 
     folder = Path(folder)
-    feeds = calibration_feeds(flow, codec, size_multiple)
+    feeds = calibration_feeds(flow, codec, noise_alpha, factor)
     for name in QUANTIZED_GRAPHS:
         source = folder / f"{name}.onnx"
         target = folder / f"{name}.int8.onnx"

@@ -13,7 +13,7 @@ spatial sizes (float32, opset :data:`OPSET`):
 ``encoder.onnx`` / ``decoder.onnx``   the two halves joined (:func:`export_onnx` with ``joined``)
 ====================================  =========================================================
 
-On a CPU, ONNX Runtime's blocked-layout convolutions run TAEF2 about 3x faster than PyTorch eager
+On a CPU, ONNX Runtime's blocked-layout convolutions run TAEF2 several times faster than PyTorch eager
 at a megapixel (``python -m eval bench``), with outputs equal to float rounding. A pipeline uses
 :class:`OnnxEngine` when its runtime is ``"onnx"``, or ``"auto"`` where :func:`onnx_unavailable_reason`
 finds nothing against it (CPU, float32, a codec with stages, onnxruntime installed). Exports are
@@ -40,6 +40,7 @@ from torch import nn
 
 from flowup.engine_support import cpu_float32_split_reason
 from flowup.codecs import CodecStages
+from flowup.model_folder import DEFAULT_NOISE_ALPHA
 from flowup.weights import cache_dir
 
 __all__ = ["OPSET", "GRAPHS", "OnnxEngine", "export_onnx", "fingerprint", "onnx_unavailable_reason", "load_engine"]
@@ -108,11 +109,14 @@ def _export_one(module: nn.Module, args: tuple, names: list[str], path: Path, ax
 
 
 def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: bool = False,
-                int8: bool = False) -> dict[str, Path]:  # fmt: skip
+                int8: bool = False, noise_alpha: float = DEFAULT_NOISE_ALPHA, factor: int = 2,
+                extra_flows: dict[str, nn.Module] | None = None) -> dict[str, Path]:  # fmt: skip
     """Write the :data:`GRAPHS` (and with ``joined`` also ``encoder.onnx`` / ``decoder.onnx``) and
     ``onnx_manifest.json`` to ``out_dir``; returns ``{graph name: path}``. Exports float32 copies on
     the CPU; the given modules are not changed. ``int8``: the codec's local graphs quantized
-    (:mod:`flowup.onnx_int8`; the joined graphs are built from the quantized halves)."""
+    (:mod:`flowup.onnx_int8`, calibrated on the model's stage of ``factor`` at its ``noise_alpha``; the joined graphs are built
+    from the quantized halves). ``extra_flows``: more velocity networks of the model (e.g.
+    ``{"cascade_flow": ...}``), each written as ``<name>.onnx`` beside ``flow.onnx``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flow32 = _Velocity(_cpu_float32(flow)).eval()
@@ -131,8 +135,13 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
     nchw = {0: "batch", 2: "height", 3: "width"}
     paths = {name: out / f"{name}.onnx" for name in GRAPHS}
     x_t = torch.randn_like(latent)
+    velocity_axes = {"x_t": nchw, "cond": nchw, "t": {0: "batch"}, "velocity": nchw}
     _export_one(flow32, (x_t, torch.full((1,), 0.5), latent), ["x_t", "t", "cond", "velocity"], paths["flow"],
-                {"x_t": nchw, "cond": nchw, "t": {0: "batch"}, "velocity": nchw})  # fmt: skip
+                velocity_axes)  # fmt: skip
+    for name, extra in (extra_flows or {}).items():
+        paths[name] = out / f"{name}.onnx"
+        _export_one(_Velocity(_cpu_float32(extra)).eval(), (x_t, torch.full((1,), 0.5), latent),
+                    ["x_t", "t", "cond", "velocity"], paths[name], velocity_axes)  # fmt: skip
     for name, fn, example, names in (
         ("encoder_local", enc.local, image, ["images", "features"]),
         ("encoder_image_wide", enc.image_wide, features_in, ["features", "latents"]),
@@ -145,7 +154,7 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
         from flowup.onnx_int8 import quantize_codec_graphs
 
         with torch.no_grad():
-            quantization = quantize_codec_graphs(out, flow32.flow, codec32, multiple)
+            quantization = quantize_codec_graphs(out, flow32.flow, codec32, noise_alpha, factor)
     if joined:
         paths["encoder"] = _join(paths["encoder_local"], paths["encoder_image_wide"], out / "encoder.onnx")
         paths["decoder"] = _join(paths["decoder_image_wide"], paths["decoder_local"], out / "decoder.onnx")
@@ -242,22 +251,25 @@ def _session_call(session) -> Callable[..., torch.Tensor]:
     return run
 
 
-def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, int8: bool = False) -> OnnxEngine:
+def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, int8: bool = False,
+                noise_alpha: float = DEFAULT_NOISE_ALPHA, factor: int = 2) -> OnnxEngine:  # fmt: skip
     """The engine for these networks: exported once into the cache, then loaded from there.
-    ``int8``: the codec's local graphs quantized (:mod:`flowup.onnx_int8`), cached apart."""
+    ``int8``: the codec's local graphs quantized (:mod:`flowup.onnx_int8`, calibrated on a stage
+    of ``factor`` at ``noise_alpha``), cached apart."""
     key = fingerprint(flow, codec)
     if int8:
         import onnxruntime
 
         from flowup.onnx_int8 import CALIBRATION_VERSION
 
-        key = hashlib.sha256(f"{key}-int8-{CALIBRATION_VERSION}-{onnxruntime.__version__}".encode()).hexdigest()[:24]
+        tag = f"{key}-int8-{CALIBRATION_VERSION}-{noise_alpha}-{factor}-{onnxruntime.__version__}"
+        key = hashlib.sha256(tag.encode()).hexdigest()[:24]
     folder = cache_dir() / "onnx" / key
     if not (folder / "onnx_manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
         try:
-            export_onnx(flow, codec, staging, int8=int8)
+            export_onnx(flow, codec, staging, int8=int8, noise_alpha=noise_alpha, factor=factor)
             try:
                 os.replace(staging, folder)  # atomic; another process may have won the race
             except OSError:

@@ -73,29 +73,25 @@ class StageTimings:
     - ``base``: the base pipeline call (text encoding + denoising; also its VAE decode when the
       base decodes itself, see ``base_decode_included``);
     - ``base_decode``: decoding the base latents with the base VAE (0 when nothing was decoded);
-    - ``flow``: flowup's encode + ODE integration (the whole flowup call when ``decode`` is None);
-    - ``decode``: flowup's codec decode, when the flowup pipeline reports it separately;
+    - ``flow``: the whole flowup call (encode, ODE integration, decode, back-projection);
     - ``offload``: moving the base model off the device (``offload=True``).
     """
 
     base: float = 0.0
     base_decode: float = 0.0
     flow: float = 0.0
-    decode: float | None = None
     offload: float = 0.0
     base_decode_included: bool = False
 
     @property
     def total(self) -> float:
-        return self.base + self.base_decode + self.flow + (self.decode or 0.0) + self.offload
+        return self.base + self.base_decode + self.flow + self.offload
 
     def __add__(self, other: "StageTimings") -> "StageTimings":
-        decode = None if self.decode is None and other.decode is None else (self.decode or 0.0) + (other.decode or 0.0)
         return StageTimings(
             base=self.base + other.base,
             base_decode=self.base_decode + other.base_decode,
             flow=self.flow + other.flow,
-            decode=decode,
             offload=self.offload + other.offload,
             base_decode_included=self.base_decode_included or other.base_decode_included,
         )
@@ -107,12 +103,7 @@ class StageTimings:
             parts.append(f"base decode {self.base_decode:.2f} s")
         if self.offload:
             parts.append(f"offload {self.offload:.2f} s")
-        if self.decode is None:
-            parts.append(f"flowup {self.flow:.2f} s (encode + flow + decode)")
-        else:
-            parts.append(f"flow {self.flow:.2f} s")
-        if self.decode is not None:
-            parts.append(f"decode {self.decode:.2f} s")
+        parts.append(f"flowup {self.flow:.2f} s (encode + flow + decode)")
         parts.append(f"total {self.total:.2f} s")
         return " | ".join(parts)
 

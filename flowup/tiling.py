@@ -31,10 +31,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from flowup.codecs import CodecStages, _check_images
+from flowup.codecs import CodecStages, check_images
 
 __all__ = [
-    "flow_receptive_radius",
     "tile_starts",
     "fit_tile",
     "blend_weights_1d",
@@ -54,33 +53,7 @@ _MAX_BUDGET_BYTES = 4 * 1024**3  # most activation memory one flow evaluation ma
 
 
 # --------------------------------------------------------------------------------------------
-# geometry
-
-
-def flow_receptive_radius(flow: nn.Module) -> int:
-    """Latent pixels of context each side that one output pixel of a ``FlowUNet`` depends on.
-
-    Counted from the diffusers ``UNet2DModel`` layout: 3x3 convs at each level's stride, stride-2
-    downsampling convs, the mid block's two ResNets, nearest-neighbour upsampling + conv (a
-    conservative upper bound; the *effective* receptive field is much smaller).
-    """
-    config = flow.config
-    levels = len(config.block_out_channels)
-    layers = config.layers_per_block
-    radius = 1  # conv_in
-    for level in range(levels):
-        stride = 2**level
-        radius += 2 * layers * stride  # ResNets: two 3x3 convs each
-        if level < levels - 1:
-            radius += stride  # 3x3 stride-2 downsampling conv
-    deepest = 2 ** (levels - 1)
-    radius += 4 * deepest  # mid block: two ResNets
-    for level in reversed(range(levels)):
-        stride = 2**level
-        radius += 2 * (layers + 1) * stride  # up block: layers + 1 ResNets
-        if level > 0:
-            radius += stride  # nearest upsampling (alignment) + 3x3 conv at the finer level
-    return radius + 1  # conv_out
+# windows
 
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -223,18 +196,9 @@ def tiled_map(
 def default_flow_overlap(flow: nn.Module, tile: int) -> int:
     """Exact overlap ``2 * radius + MIN_RAMP`` when affordable, else half a tile (latent pixels)."""
     multiple = flow.size_multiple
-    exact = 2 * flow_receptive_radius(flow) + MIN_RAMP
+    exact = 2 * flow.receptive_radius + MIN_RAMP
     overlap = min(exact, tile // 2)
     return math.ceil(overlap / multiple) * multiple
-
-
-def _flow_bytes_per_pixel(flow: nn.Module, dtype: torch.dtype) -> float:
-    """Peak activation bytes per latent pixel of one sample, no grad (measured on FlowUNet:
-    about 16 feature maps of the finest width, plus the coarser levels; ~6 KB in float32 for the
-    default widths 64/128/256)."""
-    widths = flow.config.block_out_channels
-    maps = sum(16 * c / 4**i for i, c in enumerate(widths))
-    return maps * torch.tensor([], dtype=dtype).element_size()
 
 
 def _memory_budget(device: torch.device) -> int:
@@ -265,7 +229,7 @@ def auto_flow_tile_size(
     are not tiled (a tile at least as large as the latent means one untiled call)."""
     device = next(flow.parameters()).device
     budget = budget_bytes or _memory_budget(device)
-    pixels = budget / (max(1, batch) * _flow_bytes_per_pixel(flow, dtype))
+    pixels = budget / (max(1, batch) * flow.activation_bytes_per_pixel(dtype))
     multiple = flow.size_multiple
     side = int(math.sqrt(pixels)) // multiple * multiple
     return max(8 * multiple, side)
@@ -301,7 +265,7 @@ def tiled_velocity(
         x,
         tile=tile,
         overlap=overlap,
-        radius=flow_receptive_radius(flow),
+        radius=flow.receptive_radius,
         multiple=flow.size_multiple,
         extra=(cond,),
         on_progress=on_progress,
@@ -343,7 +307,7 @@ def encode_tiled(
         overlap = 2 * radius + MIN_RAMP
         return tiled_map(codec.encode, images, max(tile, overlap + MIN_RAMP), overlap, radius, unit_in=down,
                          on_progress=on_progress)  # fmt: skip
-    _check_images(images, down)
+    check_images(images, down)
     images = images.to(codec.dtype)
     if untiled:
         return _reported(stages.image_wide(stages.local(images)), on_progress)

@@ -42,9 +42,10 @@ def make_tiny_pipeline(seed: int = 0, **config):
 def cpu_engine_runtimes(pipe) -> list[str]:
     """The CPU engines (``onnx``, ``torch-bf16``) that can run ``pipe`` on this machine; at least one."""
     from flowup.onnx_runtime import onnx_unavailable_reason
+    from flowup.runtimes import unavailable_reason
 
     runtimes = ["onnx"] if onnx_unavailable_reason(pipe.flow, pipe.codec, pipe.device) is None else []
-    if pipe._unavailable_reason("torch-bf16") is None:
+    if unavailable_reason("torch-bf16", pipe.flow, pipe.codec, pipe.device) is None:
         runtimes.append("torch-bf16")
     assert runtimes, "no CPU engine available to test"
     return runtimes

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import pytest
+
+from flowup.runtimes import RUNTIMES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,3 +69,50 @@ def test_two_processes_split_a_folder_and_match_one_process(tmp_path, tiny_pipel
     assert re.search(r"2 images upscaled .*3 skipped", again.stdout), again.stdout + again.stderr
     for name in names:
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def _photo_crops(root: Path, count: int) -> Path:
+    """``count`` 128² crops of the bundled photo: large enough that the thread count would change
+    the kernels' sums (it did before flowup.models.thread_stable)."""
+    root.mkdir(parents=True)
+    photo = PIL.Image.open(REPO / "flowup" / "assets" / "grace_hopper_256.jpg").convert("RGB")
+    for i in range(count):
+        photo.crop((32 * i, 64, 32 * i + 128, 192)).save(root / f"crop{i}.png")
+    return root
+
+
+def test_two_processes_write_the_bytes_of_one_with_the_shipped_model(tmp_path):
+    """The shipped model on this machine's default runtime: one process (all cores) and two
+    (half the cores each) write the same bytes."""
+    images = _photo_crops(tmp_path / "in", 2)
+    single = subprocess.run([sys.executable, "-m", "flowup", "upscale", str(images), "-o", str(tmp_path / "one"),
+                             "--device", "cpu", "-q"], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    result = _launch(str(images), "-o", str(tmp_path / "two"), "--device", "cpu")
+    assert result.returncode == 0 and "by 2 processes (1, 1)" in result.stdout, result.stdout + result.stderr
+    for name in ("crop0_x2.png", "crop1_x2.png"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_each_runtime_writes_the_same_bytes_under_one_and_two_threads(runtime):
+    import torch
+
+    from flowup.pipeline import FlowUpPipeline, default_model_path
+    from flowup.runtimes import unavailable_reason
+
+    pipe = FlowUpPipeline.from_pretrained(default_model_path(), runtime=runtime)
+    pipe.set_progress_bar_config(disable=True)
+    reason = unavailable_reason(runtime, pipe.flow, pipe.codec, pipe.device)
+    if reason is not None:
+        pytest.skip(f"{runtime} cannot run here: {reason}")
+    photo = PIL.Image.open(REPO / "flowup" / "assets" / "grace_hopper_256.jpg").convert("RGB").crop((64, 64, 192, 192))
+    threads, outputs = torch.get_num_threads(), []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            outputs.append(np.asarray(pipe(image=photo, generator=torch.Generator().manual_seed(0)).images[0]))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(outputs[0], outputs[1])

@@ -8,6 +8,7 @@ import torch
 
 from flowup import FlowUpPipeline
 from flowup.bf16_runtime import Bf16Engine, bf16_unavailable_reason
+from flowup.runtimes import RuntimeUnavailableError
 
 from conftest import make_tiny_pipeline
 
@@ -40,14 +41,14 @@ def test_engine_copies_leave_the_pipeline_alone_and_follow_weight_changes():
     pipe = make_tiny_pipeline().set_runtime("torch-bf16")
     image = torch.rand(1, 3, 16, 16)
     before = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    engine = pipe._engines[("torch-bf16", "flow", None)][1]
+    engine = pipe._engines.built("torch-bf16", "flow", None).backend
     assert isinstance(engine, Bf16Engine) and engine.flow is not pipe.flow
     weight = next(p for p in pipe.codec.parameters() if p.dim() == 4)
     assert weight.is_contiguous()  # the pipeline's own modules keep their memory format
     with torch.no_grad():
         pipe.flow.unet.conv_out.bias.add_(0.5)
     after = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    assert pipe._engines[("torch-bf16", "flow", None)][1] is not engine and (after - before).abs().max() > 1e-3
+    assert pipe._engines.built("torch-bf16", "flow", None).backend is not engine and (after - before).abs().max() > 1e-3
 
 
 def test_auto_picks_bf16_where_the_cpu_has_amx(tiny_pipeline_dir, monkeypatch):
@@ -58,7 +59,7 @@ def test_auto_picks_bf16_where_the_cpu_has_amx(tiny_pipeline_dir, monkeypatch):
     half = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16)
     assert half.active_runtime() == "torch"  # weights already bfloat16: plain torch
     half.set_runtime("torch-bf16")
-    with pytest.raises(ValueError, match="torch-bf16.*float32"):
+    with pytest.raises(RuntimeUnavailableError, match="torch-bf16.*float32"):
         half.active_runtime()
 
 

@@ -122,7 +122,7 @@ def test_defaults_match_the_packaged_model():
     required = FlowUpUpscale.INPUT_TYPES()["required"]
     assert required["steps"][1]["default"] == config["default_num_inference_steps"]
     assert required["back_projection"][1]["default"] == config["default_back_projection_steps"]
-    from flowup.pipeline import RUNTIMES
+    from flowup.runtimes import RUNTIME_NAMES as RUNTIMES
 
     assert tuple(FlowUpLoader.INPUT_TYPES()["required"]["runtime"][0]) == RUNTIMES
 

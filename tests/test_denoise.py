@@ -96,7 +96,7 @@ def test_prefilter_flattens_noise_and_keeps_edges():
 
 def test_default_comes_from_the_config_and_round_trips(tmp_path):
     pipe = _denoise_pipeline(default_denoise=0.5)
-    assert pipe.networks(0, 0.5).velocity is not pipe.networks(0, 1.0).velocity
+    assert pipe.engine(0, 0.5).velocity is not pipe.engine(0, 1.0).velocity
     assert torch.equal(_run(pipe), _run(pipe, denoise=0.5))
     pipe.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "faithful_flow" / "diffusion_pytorch_model.safetensors").is_file()

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from flowup.flow import (
-    alpha_bar_at,
     flow_matching_loss,
     gaussian_velocity,
     interpolate,
@@ -14,16 +13,6 @@ from flowup.flow import (
     sample_time,
     target_velocity,
 )
-
-
-def test_alpha_bar_matches_paper_cosine_schedule():
-    assert alpha_bar_at(0) == pytest.approx(1.0, abs=1e-6)
-    assert alpha_bar_at(400) == pytest.approx(math.cos(math.pi / 2 * 400 / 999) ** 2, abs=1e-4)  # eps 1e-5 in the log
-    assert alpha_bar_at(400) == pytest.approx(0.654, abs=1e-3)
-    values = [alpha_bar_at(s) for s in range(0, 1000, 50)]
-    assert all(a > b for a, b in zip(values, values[1:]))
-    with pytest.raises(ValueError):
-        alpha_bar_at(1000)
 
 
 def test_interpolant_endpoints_and_midpoint():

@@ -13,6 +13,8 @@ import torch
 
 from flowup import FlowUpPipeline
 
+from flowup.runtimes import RuntimeUnavailableError
+
 from conftest import make_tiny_pipeline
 
 onnx = pytest.importorskip("onnx")
@@ -40,7 +42,7 @@ def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32(c
     assert (out - expected).abs().max() > 1e-3  # quantized: not float32 to rounding
     assert _psnr(out, expected) > 30  # ... but close to it
 
-    folder = pipe._engines[("onnx-int8", "flow", None)][1].folder
+    folder = pipe._engines.built("onnx-int8", "flow", None).backend.folder
     manifest = json.loads((folder / "onnx_manifest.json").read_text())
     assert manifest["quantization"]["graphs"] == ["encoder_local", "decoder_local"]
     for name in ("encoder_local", "decoder_local"):
@@ -58,8 +60,8 @@ def test_int8_exports_are_cached_apart_from_float32_and_reused(monkeypatch):
     image = torch.rand(1, 3, 16, 16)
     pipe.set_runtime("onnx")(image=image)
     pipe.set_runtime("onnx-int8")(image=image)
-    float_folder = pipe._engines[("onnx", "flow", None)][1].folder
-    int8_folder = pipe._engines[("onnx-int8", "flow", None)][1].folder
+    float_folder = pipe._engines.built("onnx", "flow", None).backend.folder
+    int8_folder = pipe._engines.built("onnx-int8", "flow", None).backend.folder
     assert float_folder != int8_folder and float_folder.parent == int8_folder.parent
     assert "quantization" not in json.loads((float_folder / "onnx_manifest.json").read_text())
 
@@ -71,14 +73,14 @@ def test_int8_exports_are_cached_apart_from_float32_and_reused(monkeypatch):
     monkeypatch.setattr(onnx_int8, "quantize_codec_graphs", no_quantize)
     fresh = make_tiny_pipeline().set_runtime("onnx-int8")
     fresh(image=image)
-    assert fresh._engines[("onnx-int8", "flow", None)][1].folder == int8_folder
+    assert fresh._engines.built("onnx-int8", "flow", None).backend.folder == int8_folder
 
 
 def test_int8_is_opt_in_and_refused_where_onnx_cannot_run(tiny_pipeline_dir, monkeypatch):
     monkeypatch.setattr("flowup.bf16_runtime.cpu_has_amx", lambda: False)
     assert FlowUpPipeline.from_pretrained(tiny_pipeline_dir).active_runtime() == "onnx"  # auto never picks int8
     half = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16, runtime="onnx-int8")
-    with pytest.raises(ValueError, match="onnx-int8.*float32"):
+    with pytest.raises(RuntimeUnavailableError, match="onnx-int8.*float32"):
         half.active_runtime()
 
 
@@ -87,7 +89,7 @@ def test_calibration_feeds_are_the_shapes_the_graphs_take():
 
     pipe = make_tiny_pipeline()
     multiple = pipe.codec.downscale * pipe.flow.size_multiple
-    feeds = calibration_feeds(pipe.flow, pipe.codec, multiple)
+    feeds = calibration_feeds(pipe.flow, pipe.codec, pipe.config.noise_alpha)
     assert len(feeds["encoder_local"]) == 3 and len(feeds["decoder_local"]) == 6
     for images in feeds["encoder_local"]:
         assert images.shape[:2] == (1, 3) and images.shape[2] % multiple == 0 and images.shape[3] % multiple == 0

@@ -11,6 +11,7 @@ import torch
 
 from flowup import FlowUpPipeline
 from flowup.onnx_runtime import GRAPHS, OnnxEngine, export_onnx, fingerprint, load_engine
+from flowup.runtimes import RuntimeUnavailableError
 
 from conftest import make_tiny_pipeline
 
@@ -71,7 +72,7 @@ def test_from_pretrained_defaults_to_onnx_on_cpu_without_amx_and_falls_back(tiny
     half = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16)
     assert half.active_runtime() == "torch"  # auto: ONNX Runtime runs float32 only
     half.set_runtime("onnx")
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(RuntimeUnavailableError, match="float32"):
         half(image=torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="runtime"):
         pipe.set_runtime("tensorrt")
@@ -81,7 +82,7 @@ def test_exports_are_cached_by_weights_and_rebuilt_when_weights_change(monkeypat
     pipe = make_tiny_pipeline().set_runtime("onnx")
     image = torch.rand(1, 3, 16, 16)
     pipe(image=image, generator=torch.Generator().manual_seed(0))
-    first = pipe._engines[("onnx", "flow", None)][1].folder
+    first = pipe._engines.built("onnx", "flow", None).backend.folder
     assert (first / "onnx_manifest.json").is_file()
 
     import flowup.onnx_runtime as onnx_runtime
@@ -96,6 +97,6 @@ def test_exports_are_cached_by_weights_and_rebuilt_when_weights_change(monkeypat
     with torch.no_grad():
         pipe.flow.unet.conv_out.bias.add_(0.5)  # an optimizer step, say
     after = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    assert pipe._engines[("onnx", "flow", None)][1].folder != first
+    assert pipe._engines.built("onnx", "flow", None).backend.folder != first
     expected = pipe.set_runtime("torch")(image=image, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert (after - expected.images).abs().max() < 1e-4 and (after - before).abs().max() > 1e-3

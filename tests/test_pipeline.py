@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from flowup import FlowUpPipeline, TAEF2Codec
-from flowup.pipeline import ModelNotFoundError, _pad_to_multiple, default_model_path
+from flowup.pipeline import ModelNotFoundError, default_model_path
+from flowup.stage import pad_to_multiple
 
 from conftest import cpu_engine_runtimes, make_tiny_pipeline
 
@@ -134,7 +135,7 @@ def test_cascade_flow_runs_in_the_cpu_engines():
     reference = run()
     for runtime in cpu_engine_runtimes(pipe):
         pipe.set_runtime(runtime)
-        assert pipe.networks(1).velocity != pipe.networks(0).velocity
+        assert pipe.engine(1).velocity != pipe.engine(0).velocity
         out = run()
         mse = torch.mean((out - reference) ** 2)
         assert 10 * torch.log10(1 / mse) > 35, runtime
@@ -372,10 +373,10 @@ def test_bad_model_index_is_refused_at_load(tiny_pipeline_dir, tmp_path, key, va
 
 def test_pad_to_multiple_reflects_repeatedly():
     x = torch.arange(6.0).reshape(1, 1, 2, 3)
-    y = _pad_to_multiple(x, 8)
+    y = pad_to_multiple(x, 8)
     assert y.shape == (1, 1, 8, 8)
     assert torch.equal(y[..., :2, :3], x)
-    assert _pad_to_multiple(torch.ones(1, 1, 1, 1), 4).shape == (1, 1, 4, 4)
+    assert pad_to_multiple(torch.ones(1, 1, 1, 1), 4).shape == (1, 1, 4, 4)
 
 
 def test_pipeline_components_are_registered(tiny_pipeline):
@@ -454,7 +455,7 @@ def test_detail_per_stage_runs_each_stage_at_its_own_value():
 def test_cascade_flow_of_another_shape_tiles_by_its_own_geometry(monkeypatch):
     """A cascade network of another shape (another size multiple and receptive radius) pads and
     tiles its stage by its own geometry, not the first network's."""
-    import flowup.pipeline as pipeline_module
+    import flowup.stage as stage_module
     from flowup import FlowUNet
 
     base = make_tiny_pipeline()
@@ -465,16 +466,45 @@ def test_cascade_flow_of_another_shape_tiles_by_its_own_geometry(monkeypatch):
     pipe = type(base)(flow=base.flow, codec=base.codec, cascade_flow=other, noise_alpha=0.9, default_num_inference_steps=1)
     pipe.set_progress_bar_config(disable=True)
     seen = []
-    real = pipeline_module.tiled_velocity
+    real = stage_module.tiled_velocity
 
     def recording(flow, x, *args, **kwargs):
         seen.append((flow, tuple(x.shape[-2:])))
         return real(flow, x, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "tiled_velocity", recording)
+    monkeypatch.setattr(stage_module, "tiled_velocity", recording)
     image = _smooth_images(1, 20, 28)
     tiled = pipe(image=image, scale=4, output_type="pt", generator=_gen(), tile_size=4).images
     assert [f for f, _ in seen] == [base.flow, other] and tiled.shape == (1, 3, 80, 112)
     assert all(h % other.size_multiple == 0 and w % other.size_multiple == 0 for _, (h, w) in seen[1:])
     untiled = pipe(image=image, scale=4, output_type="pt", generator=_gen(), tile_size=0).images
     assert (tiled - untiled).abs().max() < 0.25  # tiles of 4 latent pixels: inexact overlap, same picture
+
+
+def test_cascade_stage_of_a_wider_network_tiles_exactly():
+    """The cascade stage's velocity, forced to tile, equals the untiled one: the tiles get the
+    cascade network's own receptive radius (here larger than the first network's), so its overlap
+    is exact; tiled with the first network's radius (the old bug), it is not."""
+    from flowup import FlowUNet
+    from flowup.stage import StageSettings
+    from flowup.tiling import tiled_velocity
+
+    base = make_tiny_pipeline()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        other = FlowUNet(block_out_channels=(32, 32), layers_per_block=2, norm_num_groups=8).eval()
+        torch.nn.init.normal_(other.unet.conv_out.weight, std=0.05)
+    assert other.receptive_radius > base.flow.receptive_radius
+    pipe = type(base)(flow=base.flow, codec=base.codec, cascade_flow=other, noise_alpha=0.9, default_num_inference_steps=1)
+    stage = pipe.x2_stage(1)
+    assert stage.engine.flow is other
+    tile = 2 * (2 * other.receptive_radius + 8)  # the default overlap is exact from this tile up
+    side = tile + 10
+    cond = torch.randn(1, 32, side, side, generator=torch.Generator().manual_seed(1))
+    untiled, _ = stage.integrate(cond, [_gen()], StageSettings(steps=1, tile_size=0))
+    tiled, _ = stage.integrate(cond, [_gen()], StageSettings(steps=1, tile_size=tile))
+    torch.testing.assert_close(tiled, untiled, atol=1e-5, rtol=0)  # float rounding (about 1e-6)
+    x, t = torch.randn_like(cond), torch.zeros(1)
+    with torch.no_grad():  # the first network's overlap misses part of the cascade's receptive field
+        wrong = tiled_velocity(base.flow, x, t, cond, tile, 2 * base.flow.receptive_radius + 8, other)
+        assert (wrong - other(x, t, cond)).abs().max() > 2e-5

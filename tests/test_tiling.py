@@ -16,7 +16,6 @@ from flowup.tiling import (
     fit_tile,
     default_flow_overlap,
     encode_tiled,
-    flow_receptive_radius,
     tile_starts,
     tiled_map,
     tiled_velocity,
@@ -79,7 +78,7 @@ def test_blend_weights_sum_to_one_and_vanish_near_inner_edges(radius):
 
 def test_flow_receptive_radius_is_a_tight_bound():
     flow = _tiny_flow()
-    radius = flow_receptive_radius(flow)
+    radius = flow.receptive_radius
     n = 2 * radius + 16
     x = torch.randn(1, 32, n, n, requires_grad=True)
     v = flow(x, torch.tensor([0.3]), torch.randn(1, 32, n, n))
@@ -94,7 +93,7 @@ def test_flow_receptive_radius_is_a_tight_bound():
 
 def test_tiled_velocity_equals_untiled_with_exact_overlap():
     flow = _tiny_flow()
-    radius = flow_receptive_radius(flow)
+    radius = flow.receptive_radius
     h, w = 2 * radius + 26, 2 * radius + 30
     torch.manual_seed(1)
     x, cond, t = torch.randn(2, 32, h, w), torch.randn(2, 32, h, w), torch.tensor([0.2, 0.7])
@@ -113,7 +112,7 @@ def test_tiled_velocity_equals_untiled_with_exact_overlap():
 
 def test_default_overlap_is_exact_when_affordable_and_capped_otherwise():
     flow = _tiny_flow()
-    radius = flow_receptive_radius(flow)
+    radius = flow.receptive_radius
     assert default_flow_overlap(flow, tile=1024) >= 2 * radius + MIN_RAMP
     assert default_flow_overlap(flow, tile=32) == 16
     assert default_flow_overlap(flow, tile=32) % flow.size_multiple == 0

@@ -22,7 +22,9 @@ from eval.metrics import psnr_y
 from flowup import FlowUpPipeline
 from flowup.onnx_int8 import quantize_codec_graphs
 from flowup.onnx_runtime import OnnxEngine, export_onnx
-from flowup.pipeline import Networks, default_model_path
+from flowup.pipeline import default_model_path
+from flowup.runtimes import Engine
+from flowup.stage import X2Stage
 
 VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "val"
 
@@ -37,21 +39,21 @@ def main() -> None:
     args = parser.parse_args()
     pipe = FlowUpPipeline.from_pretrained(default_model_path(), runtime="torch")
     pipe.set_progress_bar_config(disable=True)
-    multiple = pipe.codec.downscale * pipe.flow.size_multiple
     engines = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, bits in (("float32", None), ("8-bit weights", 8), ("7-bit weights", 7)):
             folder = Path(tmp) / name.replace(" ", "-")
             export_onnx(pipe.flow, pipe.codec, folder)
             if bits is not None:
-                quantize_codec_graphs(folder, pipe.flow, pipe.codec, multiple, weight_bits=bits)
+                quantize_codec_graphs(folder, pipe.flow, pipe.codec, pipe.config.noise_alpha, 2, weight_bits=bits)
             engines[name] = OnnxEngine.load(folder)
         print(f"{'image':16s} " + " | ".join(f"{n}: vs float32 dB, PSNR-Y" for n in engines if n != "float32"))
         for path in list_images(args.hr):
             pair = prepare_image(path, 2, degrade_profile="torch-float")  # the protocol its figures were made with
             outputs = {}
             for name, engine in engines.items():
-                pipe.networks = lambda stage=0, denoise=None, e=engine: Networks(e.velocity, e.encoder_stages, e.decoder_stages, pipe.flow)
+                networks = Engine(engine.velocity, engine.encoder_stages, engine.decoder_stages, pipe.flow, engine)
+                pipe.x2_stage = lambda stage=0, denoise=None, e=networks: X2Stage(e, pipe.codec, 2, pipe.config.noise_alpha, pipe.device)
                 outputs[name] = pipe(image=pair.lr, generator=torch.Generator().manual_seed(0), output_type="pt").images
             cells = [f"{psnr(outputs[n], outputs['float32']):5.1f}, {float(psnr_y(outputs[n], pair.hr, border=2).mean()):.2f}"
                      for n in engines if n != "float32"]  # fmt: skip

@@ -32,7 +32,7 @@ def _load_base(spec: str, device: torch.device, dtype: torch.dtype):
         from test_generate import make_tiny_sd
 
         return make_tiny_sd(Path(tempfile.mkdtemp())).to(device, dtype)
-    from flowup.cli.generate import load_base_pipeline
+    from flowup.loading import load_base_pipeline
 
     return load_base_pipeline(spec, dtype=dtype).to(device)
 

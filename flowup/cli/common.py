@@ -1,5 +1,5 @@
-"""What every ``flowup`` subcommand shares: exit codes, one-line errors, argument types, device and
-dtype choice, and SIGTERM handling.
+"""What every ``flowup`` subcommand shares: exit codes, one-line errors (:mod:`flowup.errors`),
+argument types, and SIGTERM handling (loading a model: :mod:`flowup.loading`).
 
 Exit codes (all subcommands): 0 success, 1 some work failed (the rest was done), 2 usage error
 (bad option, no model, unusable output location: nothing was done), 130 interrupted.
@@ -9,39 +9,23 @@ Nothing here imports torch at module level, so building the parser stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+import tempfile
+from pathlib import Path
 
-if TYPE_CHECKING:
-    import torch
+from flowup.errors import RunError, UsageError, one_line
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "RunError", "one_line",
-    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "denoise_float", "detail_per_stage", "port_int", "resolve_device", "resolve_dtype",
+    "positive_int", "non_negative_int", "seed_int", "quality_int", "detail_float", "denoise_float", "detail_per_stage", "port_int", "check_output_location",
     "is_out_of_memory", "terminate_as_interrupt", "print_error", "DEVICE_HELP",
 ]  # fmt: skip
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 DEVICE_HELP = "where to run: auto (cuda if available), cpu, cuda, cuda:N, mps (default: auto)"
-
-
-class UsageError(Exception):
-    """A problem with the command line as a whole, found before any work (exit status 2)."""
-
-
-class RunError(Exception):
-    """The work itself failed (exit status 1); the message is one line for the user."""
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an exception's message, prefixed with its type unless it speaks for itself."""
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(err, (UsageError, RunError, FileNotFoundError, ValueError)) and first:
-        return first
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 # ------------------------------------------------------------------------------ argument types
@@ -120,41 +104,45 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-# ------------------------------------------------------------------------------ device and dtype
+# ------------------------------------------------------------------------------ output location
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (cuda, else mps, else cpu) or a torch device name. Raises UsageError."""
-    import torch
+def check_output_location(output: str, n_inputs: int) -> tuple[Path, bool]:
+    """Check ``-o`` once, before any work: returns ``(path, single_file)``. Raises UsageError.
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    A folder must be creatable and writable (created here); a single output file needs one input,
+    a supported suffix and a writable folder."""
+    from flowup.image_io import IMAGE_EXTENSIONS, SAVE_FORMATS
+
+    out = Path(output).expanduser()
+    suffix = out.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and suffix not in SAVE_FORMATS and not out.is_dir():
+        raise UsageError(f"-o {output}: flowup cannot write {suffix} files; use .png, .jpg or .webp")
+    single_file = suffix in SAVE_FORMATS and not out.is_dir()
+    if single_file and n_inputs != 1:
+        raise UsageError(f"-o {output} names one file but there are {n_inputs} inputs; give a folder")
+    folder = out.parent if single_file else out
+    if single_file and out.exists() and not out.is_file():
+        raise UsageError(f"-o {output}: exists and is not a file")
+    for ancestor in (folder, *folder.parents):  # the first part of the path that exists must be a folder
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UsageError(f"-o {output}: {ancestor} is a file, not a folder")
+            break
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {one_line(err)}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"-o {output}: cannot create the folder {folder} ({err.strerror or one_line(err)})") from None
+    try:
+        probe, name = tempfile.mkstemp(prefix=".flowup-write-check-", dir=folder)
+        os.close(probe)
+        os.unlink(name)
+    except OSError as err:
+        raise UsageError(f"-o {output}: cannot write into {folder} ({err.strerror or one_line(err)})") from None
+    return out, single_file
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` (float16 on GPUs, float32 on the CPU) or a dtype name. Raises UsageError for
-    float16 on the CPU, which PyTorch runs about 10x slower than float32 there."""
-    import torch
-
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    if name == "float16" and device.type == "cpu":
-        raise UsageError("--dtype float16 runs about 10x slower than float32 on a CPU; "
-                         "use --dtype bfloat16, or auto (float32, with bfloat16 kernels where the CPU has AMX)")  # fmt: skip
-    return getattr(torch, name)
+# ------------------------------------------------------------------------------ failures
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = all interfaces)")  # fmt: skip
     p.add_argument("--port", type=port_int, metavar="N", help="port (default: 7860, or the next free one)")
-    p.set_defaults(func=run, prog_name="flowup", dtype="auto", runtime="auto", threads=None)
+    p.set_defaults(func=run, prog_name="flowup")
     return p
 
 
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         require_gradio()  # before loading the model
     except ImportError as err:
         raise UsageError(str(err)) from None
-    from flowup.cli.upscale import _load_pipeline
     from flowup.demo import build_demo, launch, warm_up
+    from flowup.loading import load_upscaler
 
-    pipe = _load_pipeline(args)
+    pipe = load_upscaler(args.model, args.device)
     print(f"flowup demo: model warmed up in {warm_up(pipe):.1f} s", file=sys.stderr, flush=True)
     demo = build_demo(pipe)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

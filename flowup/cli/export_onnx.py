@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowup.cli.common import EXIT_OK, UsageError, one_line
+from flowup.cli.common import EXIT_OK, UsageError
 
 __all__ = ["register", "run"]
 
@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export-onnx",
         help="write a model's networks as ONNX graphs",
-        description="Export a flowup model's velocity network and codec to ONNX (float32, dynamic batch "
-                    "and spatial sizes): flow.onnx, encoder.onnx, decoder.onnx, the codec halves that "
+        description="Export a flowup model's velocity networks and codec to ONNX (float32, dynamic batch "
+                    "and spatial sizes): flow.onnx (and cascade_flow.onnx where the model has one), encoder.onnx, decoder.onnx, the codec halves that "
                     "tiled inference runs (encoder_local / encoder_image_wide / decoder_image_wide / "
                     "decoder_local) and onnx_manifest.json.",
         epilog="examples:\n  flowup export-onnx flowup/pretrained/taef2-x2 onnx/taef2-x2\n"
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_DIR", help="model folder saved by FlowUpPipeline.save_pretrained")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write the .onnx files to (created if needed)")
     p.add_argument("--int8", action="store_true",
-                   help="quantize the codec's convolutions to 8-bit integers, as the onnx-int8 runtime runs "
+                   help="quantize the codec's convolutions to 8-bit integers, as the int8 runtime runs "
                         "them (encoder / decoder graphs; the flow stays float32; docs/speed.md)")
     p.set_defaults(func=run, prog_name="flowup")
     return p
@@ -38,18 +38,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"{args.out} exists and is not a folder")
-    import torch
-
+    from flowup.loading import load_upscaler
     from flowup.onnx_runtime import export_onnx
-    from flowup.pipeline import FlowUpPipeline, ModelNotFoundError
 
-    try:
-        pipe = FlowUpPipeline.from_pretrained(Path(args.model).expanduser(), torch_dtype=torch.float32, runtime="torch")
-    except (ModelNotFoundError, FileNotFoundError) as err:
-        raise UsageError(one_line(err)) from None
-    except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
-        raise UsageError(f"cannot load the model from {args.model}: {one_line(err)}") from None
-    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True, int8=args.int8)
+    pipe = load_upscaler(args.model, device="cpu", dtype="float32", runtime="torch")
+    extra = {"cascade_flow": pipe.cascade_flow} if pipe.cascade_flow is not None else None
+    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True, int8=args.int8,
+                        noise_alpha=pipe.config.noise_alpha, factor=int(pipe.config.scale_factor), extra_flows=extra)  # fmt: skip
     for path in paths.values():
         print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
     print(f"{out / 'onnx_manifest.json'}")

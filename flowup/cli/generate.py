@@ -28,27 +28,25 @@ import re
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, RunError, UsageError, is_out_of_memory, non_negative_int,
-    positive_int, print_error, resolve_device, resolve_dtype, seed_int,
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, RunError, UsageError, is_out_of_memory, non_negative_int, one_line,
+    positive_int, print_error, seed_int, check_output_location,
 )  # fmt: skip
+from flowup.loading import BaseModelError, load_base_pipeline, load_upscaler, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
-    import torch
 
     from flowup.text_to_image import StageTimings
 
 # torch, diffusers and flowup.text_to_image are imported where they are used, so that building the
 # parser (``flowup --help``) stays fast.
 
-__all__ = ["register", "run", "BaseModelError", "load_base_pipeline"]
+__all__ = ["register", "run"]
 
 _DTYPE_NAMES = ("float32", "float16", "bfloat16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 EXAMPLES = """\
@@ -63,10 +61,6 @@ Image i (over all prompts) uses one generator seeded with seed + i for the base 
 flowup, as flowup.text_to_image.boost does in Python. On "out of memory":
 --offload, --dtype float16, --batch-size 1 or a smaller --base-size. See docs/generate.md.
 """
-
-
-class BaseModelError(RuntimeError):
-    """The base model could not be loaded or run; the message is one line for the user."""
 
 
 # ---------------------------------------------------------------------------------- arguments
@@ -127,98 +121,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------- loading
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _is_offline_error(err: BaseException) -> bool:
-    """A hub download that failed for want of a network (or with offline mode on), anywhere in the chain."""
-    offline = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError",
-               "TimeoutException", "ConnectTimeout", "NameResolutionError", "gaierror"}
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if {klass.__name__ for klass in type(err).__mro__} & offline:
-            return True
-        text = str(err).lower()
-        if any(s in text for s in ("offline mode", "not fully cached locally", "couldn't connect", "cannot reach")):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def load_base_pipeline(spec: str, dtype: torch.dtype | None = None) -> Any:
-    """Load a diffusers text-to-image pipeline from a local folder or a hub id.
-
-    Raises :class:`BaseModelError` with a one-line reason: missing folder, not a pipeline folder,
-    not a text-to-image pipeline, missing weights, hub id not downloadable (offline / unknown).
-    """
-    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-
-    from flowup.text_to_image import is_text_to_image_pipeline
-
-    path = Path(spec).expanduser()
-    local = path.exists()
-    if not local and not _HUB_ID.match(spec):
-        raise BaseModelError(f"base model {spec!r}: no such folder")
-    if local:
-        if not path.is_dir():
-            raise BaseModelError(f"base model {spec!r}: is a file; pass a diffusers pipeline folder")
-        if not (path / "model_index.json").is_file():
-            raise BaseModelError(f"base model {spec!r}: not a diffusers pipeline folder (no model_index.json)")
-        try:
-            class_name = json.loads((path / "model_index.json").read_text()).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            raise BaseModelError(f"base model {spec!r}: unreadable model_index.json") from None
-        if class_name == "FlowUpPipeline":
-            raise BaseModelError(
-                f"base model {spec!r}: FlowUpPipeline is a flowup upscaler, not a text-to-image pipeline "
-                "(pass it as --model)"
-            )
-    kwargs: dict[str, Any] = {}
-    if dtype is not None:
-        kwargs["torch_dtype"] = dtype
-    try:
-        with warnings.catch_warnings():  # diffusers >= 0.36 renames torch_dtype to dtype; older ones lack dtype
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(str(path) if local else spec, **kwargs)
-    except Exception as err:  # noqa: BLE001 - every failure becomes one line for the user
-        if not local and _is_offline_error(err):
-            raise BaseModelError(
-                f"base model {spec!r}: not a local folder, and it cannot be downloaded from the Hugging Face Hub "
-                "(offline or unreachable) nor found in the local cache"
-            ) from None
-        if not local and type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
-            raise BaseModelError(f"base model {spec!r}: not found on the Hugging Face Hub ({_one_line(err)})") from None
-        raise BaseModelError(f"base model {spec!r}: cannot load it ({_one_line(err)})") from None
-    if not is_text_to_image_pipeline(pipe):
-        try:
-            pipe = AutoPipelineForText2Image.from_pipe(pipe)
-        except Exception:  # noqa: BLE001 - no text-to-image counterpart
-            raise BaseModelError(
-                f"base model {spec!r}: {type(pipe).__name__} is not a text-to-image pipeline"
-            ) from None
-    return pipe
-
-
-def _load_flowup(model: str | None) -> Any:
-    from flowup.pipeline import FlowUpPipeline, default_model_path
-
-    try:
-        folder = model if model is not None else default_model_path()
-        return FlowUpPipeline.from_pretrained(folder)
-    except Exception as err:  # noqa: BLE001
-        raise UsageError(f"flowup model: {_one_line(err)}") from None
-
-
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts is not None:
         try:
             lines = args.prompts.read_text(encoding="utf-8").splitlines()
         except OSError as err:
-            raise UsageError(f"--prompts {args.prompts}: {err.strerror or _one_line(err)}") from None
+            raise UsageError(f"--prompts {args.prompts}: {err.strerror or one_line(err)}") from None
         prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise UsageError("no prompt: give --prompt TEXT or --prompts FILE")
@@ -267,12 +176,10 @@ def _generate(args: argparse.Namespace) -> dict:
     base_size = (args.base_size[0],) * 2 if len(args.base_size) == 1 else tuple(args.base_size)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    from flowup.cli.upscale import check_output_location
-
     check_output_location(str(args.output) + os.sep, n_inputs=len(prompts))
 
     start = time.perf_counter()
-    upscaler = _load_flowup(args.model)  # small: fail fast before loading a large base model
+    upscaler = load_upscaler(args.model, device="cpu", dtype="float32")  # small: fail fast before a large base model
     try:
         base = load_base_pipeline(args.base, dtype=dtype)
     except BaseModelError as err:
@@ -288,11 +195,11 @@ def _generate(args: argparse.Namespace) -> dict:
             base.to(device)
         upscaler.to(device)
     except Exception as err:  # noqa: BLE001
-        raise RunError(f"cannot move the models to {device}: {_one_line(err)}") from None
+        raise RunError(f"cannot move the models to {device}: {one_line(err)}") from None
     try:
         chain = BoostedTextToImage(base, upscaler, upsample_in=args.upsample_in, offload=args.offload)
     except (TypeError, ValueError) as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
 
     # Jobs: (index, prompt). Image i has one generator seeded with seed + i: the base model draws
     # from it, the flow stage continues it (the contract of BoostedTextToImage.__call__).
@@ -326,7 +233,7 @@ def _generate(args: argparse.Namespace) -> dict:
                     f"base model ran out of memory at {base_size[0]}x{base_size[1]} (batch {len(batch)}): "
                     "try --offload, --dtype float16, --batch-size 1 or a smaller --base-size"
                 ) from None
-            raise RunError(f"base model failed: {_one_line(err)}") from None
+            raise RunError(f"base model failed: {one_line(err)}") from None
         timings = timings + result.timings
         for j, (index, prompt) in enumerate(batch):
             name = f"{index:04d}_{_slug(prompt)}"
@@ -359,8 +266,8 @@ def _generate(args: argparse.Namespace) -> dict:
                 raise RunError(
                     "flowup ran out of memory: try --offload, a smaller --base-size or --batch-size 1"
                 ) from None
-            raise RunError(f"flowup failed: {_one_line(err)}") from None
-        flow_only = StageTimings(flow=out.timings.flow, decode=out.timings.decode, offload=out.timings.offload)
+            raise RunError(f"flowup failed: {one_line(err)}") from None
+        flow_only = StageTimings(flow=out.timings.flow, offload=out.timings.offload)
         timings = timings + flow_only
         nfe = out.nfe
         for image, record in zip(out.images, records[first : first + len(batch)]):
@@ -385,9 +292,7 @@ def _generate(args: argparse.Namespace) -> dict:
             "base_decode": round(timings.base_decode, 4),
             "base_decode_included_in_base": timings.base_decode_included,
             "offload": round(timings.offload, 4),
-            "flow": round(timings.flow, 4),
-            "decode": None if timings.decode is None else round(timings.decode, 4),
-            "decode_included_in_flow": timings.decode is None,
+            "flow": round(timings.flow, 4),  # the whole flowup call: encode, flow, decode, back-projection
         },
         "images": records,
     }
@@ -409,7 +314,6 @@ def _per_image(timings: StageTimings, n: int) -> str:
         base=timings.base / n,
         base_decode=timings.base_decode / n,
         flow=timings.flow / n,
-        decode=None if timings.decode is None else timings.decode / n,
         offload=timings.offload / n,
         base_decode_included=timings.base_decode_included,
     )

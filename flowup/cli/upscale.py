@@ -23,17 +23,17 @@ import errno
 import glob
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, denoise_float, detail_per_stage, is_out_of_memory, non_negative_int, one_line,
-    positive_int, quality_int, resolve_device, resolve_dtype, seed_int,
+    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, check_output_location, denoise_float, detail_per_stage,
+    is_out_of_memory, non_negative_int, one_line, positive_int, quality_int, seed_int,
 )  # fmt: skip
+from flowup.runtimes import RUNTIME_NAMES, RUNTIMES
 
-__all__ = ["register", "run", "expand_inputs", "plan_outputs", "check_output_location", "Job"]
+__all__ = ["register", "run", "expand_inputs", "plan_outputs", "Job", "load_pipeline"]
 
 MAX_OUTPUT_PIXELS: int | None = None  # refuse inputs whose output would exceed this (None: image_io.MAX_PIXELS)
 _EXTENSION = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
@@ -46,14 +46,14 @@ examples:
   flowup upscale big.png -o big_2x.webp --tile 64 --device cpu # one file, small tiles
   flowup upscale in/ -o out/ --format same --skip-existing     # resume an interrupted batch
   flowup upscale in/ -o out/ --threads 4 --runtime torch       # 4 CPU threads, PyTorch kernels
-  flowup upscale in/ -o out/ --runtime onnx-int8               # CPU without AMX: 8-bit codec, ~1.7x faster
+  flowup upscale in/ -o out/ --runtime onnx-int8               # CPU without AMX: 8-bit codec, faster
 
 Images of any size and mode work: EXIF orientation is applied, greyscale stays greyscale,
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
 Inputs of one folder whose outputs would share a name (a.jpg, a.png) are named apart
 (a_jpg_x2.png, a_png_x2.png). On "out of memory", lower --tile (e.g. 64) or use --device cpu.
-On a CPU the networks run in bfloat16 where the CPU has AMX (about 4x faster than float32),
-else on ONNX Runtime (about 2-3x faster; the first run exports the model once, cached in
+On a CPU the networks run in bfloat16 where the CPU has AMX, else on ONNX Runtime (the
+first run exports the model once, cached in
 ~/.cache/flowup/onnx). See docs/speed.md.
 """
 
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``upscale`` subcommand (handler in ``func``)."""
     p = subparsers.add_parser(
         "upscale",
-        help="upscale images 2x or 4x",
+        help="upscale images 2x, 4x or 8x",
         description="Upscale images 2x (or 4x: the 2x model twice) with a flowup model.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -99,12 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
                    help="weights / compute precision (default: auto = float16 on a GPU, float32 on a CPU; "
                         "float16 is refused on a CPU, where it is about 10x slower)")
-    p.add_argument("--runtime", choices=("auto", "torch", "torch-bf16", "onnx", "onnx-int8"), default="auto",
-                   help="what runs the networks on a CPU: torch-bf16 = PyTorch in bfloat16 (fastest on CPUs "
-                        "with AMX), onnx = ONNX Runtime in float32, onnx-int8 = ONNX Runtime with the codec in "
-                        "8-bit integers (about 1.7x faster than onnx, 0.1-0.2 dB lower PSNR-Y; opt-in), torch = "
-                        "PyTorch in float32 (default: auto = torch-bf16 where the CPU has AMX, else onnx; "
-                        "torch on a GPU)")
+    p.add_argument("--runtime", choices=RUNTIME_NAMES, default="auto",
+                   help="what runs the networks: " + "; ".join(f"{r.name} = {r.description}" for r in RUNTIMES.values())
+                        + " (default: auto = the fastest exact one here: docs/speed.md)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for the networks (default: PyTorch's default, one per core)")
     p.add_argument("--format", choices=("png", "jpg", "webp", "same"), default="png",
@@ -209,41 +206,6 @@ def expand_inputs(specs: list[str]) -> list[Job]:
     return jobs
 
 
-def check_output_location(output: str, n_inputs: int) -> tuple[Path, bool]:
-    """Check ``-o`` once, before any work: returns ``(path, single_file)``. Raises UsageError.
-
-    A folder must be creatable and writable (created here); a single output file needs one input,
-    a supported suffix and a writable folder."""
-    from flowup.image_io import IMAGE_EXTENSIONS, SAVE_FORMATS
-
-    out = Path(output).expanduser()
-    suffix = out.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS and suffix not in SAVE_FORMATS and not out.is_dir():
-        raise UsageError(f"-o {output}: flowup cannot write {suffix} files; use .png, .jpg or .webp")
-    single_file = suffix in SAVE_FORMATS and not out.is_dir()
-    if single_file and n_inputs != 1:
-        raise UsageError(f"-o {output} names one file but there are {n_inputs} inputs; give a folder")
-    folder = out.parent if single_file else out
-    if single_file and out.exists() and not out.is_file():
-        raise UsageError(f"-o {output}: exists and is not a file")
-    for ancestor in (folder, *folder.parents):  # the first part of the path that exists must be a folder
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise UsageError(f"-o {output}: {ancestor} is a file, not a folder")
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"-o {output}: cannot create the folder {folder} ({err.strerror or one_line(err)})") from None
-    try:
-        probe, name = tempfile.mkstemp(prefix=".flowup-write-check-", dir=folder)
-        os.close(probe)
-        os.unlink(name)
-    except OSError as err:
-        raise UsageError(f"-o {output}: cannot write into {folder} ({err.strerror or one_line(err)})") from None
-    return out, single_file
-
-
 def plan_outputs(jobs: list[Job], out: Path, single_file: bool, fmt: str, suffix: str) -> None:
     """Set each job's target path. Inputs of one name stem whose outputs would collide are named
     apart by their extension (``a.jpg`` -> ``a_jpg_x2.png``); a collision left after that (same
@@ -318,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
             jobs = list(share)
 
     pending = [j for j in jobs if not j.error and not (args.skip_existing and j.target.exists())]
-    pipe = _load_pipeline(args, state) if pending else None
+    pipe = load_pipeline(args, state) if pending else None
 
     from tqdm import tqdm
 
@@ -414,34 +376,21 @@ def _upscale_one(pipe, job: Job, args: argparse.Namespace, progress) -> int:
     return image.width * image.height
 
 
-def _load_pipeline(args: argparse.Namespace, state=None):
-    """Load the model on the requested device / dtype (``state``: this process's share of a
-    multi-process launch). Raises UsageError with a clear message."""
+def load_pipeline(args: argparse.Namespace, state=None):
+    """The model for ``args`` (``--model``, ``--device``, ``--dtype``, ``--runtime``, ``--threads``,
+    and ``--denoise`` / ``--detail`` checked against it); ``state``: this process's share of a
+    multi-process launch. Raises UsageError with a clear message."""
     import torch
 
-    from flowup.pipeline import FlowUpPipeline, ModelNotFoundError, default_model_path
+    from flowup.loading import load_upscaler, resolve_device
 
     device = state.device if state is not None and args.device == "auto" else resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     elif state is not None and device.type == "cpu":  # N processes on one machine share its cores
         local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
-    try:
-        model = Path(args.model).expanduser() if args.model else default_model_path()
-        pipe = FlowUpPipeline.from_pretrained(model, torch_dtype=dtype, runtime=args.runtime)
-    except (ModelNotFoundError, FileNotFoundError) as err:
-        raise UsageError(one_line(err)) from None
-    except Exception as err:  # noqa: BLE001 - a broken model folder is reported in one line
-        where = args.model or "the default location"
-        raise UsageError(f"cannot load the model from {where}: {one_line(err)}") from None
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        pipe.active_runtime()  # --runtime onnx where it cannot run: say so before any image
-    except ValueError as err:
-        raise UsageError(f"--runtime {args.runtime}: {err}") from None
+    pipe = load_upscaler(args.model, device, args.dtype, args.runtime)
     if getattr(args, "denoise", None) is not None:
         try:
             pipe.resolve_denoise(args.denoise)

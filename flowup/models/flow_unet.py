@@ -33,6 +33,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from flowup.flow import gaussian_velocity
+from flowup.models.thread_stable import make_pointwise_convs_thread_stable
 
 __all__ = ["FlowUNet", "PixelGroupNorm"]
 
@@ -88,8 +89,8 @@ class FlowUNet(ModelMixin, ConfigMixin):
     def __init__(
         self,
         latent_channels: int = 32,
-        block_out_channels: tuple[int, ...] = (64, 128, 256),
-        layers_per_block: int = 2,
+        block_out_channels: tuple[int, ...] = (96, 192, 192),  # the shipped model's shape
+        layers_per_block: int = 1,
         norm_num_groups: int = 1,
         time_scale: float = 1000.0,
         source_skip: bool | str = True,
@@ -132,11 +133,40 @@ class FlowUNet(ModelMixin, ConfigMixin):
             with torch.no_grad():
                 self.skip.weight.copy_(torch.cat([-eye, eye], dim=1)[..., None, None])
                 self.skip.bias.zero_()
+        make_pointwise_convs_thread_stable(self)  # the same numbers whatever the CPU thread count
 
     @property
     def size_multiple(self) -> int:
         """Latent height and width must be multiples of this."""
         return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Latent pixels of context each side that one output pixel depends on (what a tile needs
+        for an exact result).
+
+        Counted from the ``UNet2DModel`` layout: 3x3 convs at each level's stride, stride-2
+        downsampling convs, the mid block's two ResNets, nearest-neighbour upsampling + conv (a
+        conservative upper bound; the *effective* receptive field is much smaller).
+        """
+        levels, layers = len(self.config.block_out_channels), self.config.layers_per_block
+        radius = 1  # conv_in
+        for level in range(levels):
+            radius += 2 * layers * 2**level  # ResNets: two 3x3 convs each
+            if level < levels - 1:
+                radius += 2**level  # 3x3 stride-2 downsampling conv
+        radius += 4 * 2 ** (levels - 1)  # mid block: two ResNets
+        for level in reversed(range(levels)):
+            radius += 2 * (layers + 1) * 2**level  # up block: layers + 1 ResNets
+            if level > 0:
+                radius += 2**level  # nearest upsampling (alignment) + 3x3 conv at the finer level
+        return radius + 1  # conv_out
+
+    def activation_bytes_per_pixel(self, dtype: torch.dtype) -> float:
+        """Peak activation bytes per latent pixel of one sample without grad (measured: about 16
+        feature maps of the finest width, plus the coarser levels), for choosing a tile size."""
+        maps = sum(16 * c / 4**i for i, c in enumerate(self.config.block_out_channels))
+        return maps * torch.tensor([], dtype=dtype).element_size()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype)
