@@ -25,13 +25,15 @@ class ThreadStableGroupNorm(nn.GroupNorm):
         if torch.onnx.is_in_onnx_export():  # ONNX Runtime's GroupNorm is thread-stable already
             return super().forward(x)
         n, c = x.shape[:2]
-        groups = x.reshape(n, self.num_groups, -1)
-        var, mean = torch.var_mean(groups.double(), dim=2, unbiased=False, keepdim=True)
-        scale = torch.rsqrt(var.float() + self.eps)
-        y = ((groups.float() - mean.float()) * scale).reshape(x.shape)
+        var, mean = torch.var_mean(x.reshape(n, self.num_groups, -1).double(), dim=2, unbiased=False)
+        per_channel = (n, c) + (1,) * (x.dim() - 2)  # (N, G) -> (N, C, 1, 1): x keeps its memory format
+        mean = mean.float().repeat_interleave(c // self.num_groups, dim=1).reshape(per_channel)
+        scale = torch.rsqrt(var.float() + self.eps).repeat_interleave(c // self.num_groups, dim=1).reshape(per_channel)
         if self.affine:
-            shape = (1, c) + (1,) * (x.dim() - 2)
-            y = y * self.weight.float().reshape(shape) + self.bias.float().reshape(shape)
+            scale = scale * self.weight.float().reshape(1, c, *per_channel[2:])
+        y = (x.float() - mean) * scale
+        if self.affine:
+            y = y + self.bias.float().reshape(1, c, *per_channel[2:])
         return y if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda") else y.to(x.dtype)
 
 
