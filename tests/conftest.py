@@ -19,6 +19,13 @@ import os
 import pytest
 import torch
 
+# Tests never download anything. Set before collection, which imports huggingface_hub (through
+# diffusers) and fixes its offline switch then: set in a fixture, it came too late for the modules
+# collected first, and gradio_client's hub headers reached out to huggingface.co.
+os.environ.setdefault("FLOWUP_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 TINY_FLOW_KWARGS = dict(block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=8)
 
 
@@ -67,9 +74,7 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _offline_and_own_cache(tmp_path_factory):
-    """Tests never download anything, and write caches (ONNX exports) to a temporary folder."""
-    os.environ.setdefault("FLOWUP_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """Tests write caches (ONNX exports) to a temporary folder (and, module level above, never download)."""
     previous = os.environ.get("FLOWUP_CACHE")
     os.environ["FLOWUP_CACHE"] = str(tmp_path_factory.mktemp("flowup_cache"))
     yield
