@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 
 from eval.timing import PeakMemory, synchronize
+from flowup.errors import one_line
 
 __all__ = ["add_bench_arguments", "run_bench", "BenchRow"]
 
@@ -318,7 +319,7 @@ def _lever_rows(pipe, args) -> list[BenchRow]:
             add("torch.compile (inductor)", encoder_c, flow_c, lambda z: decoder_c(z).clamp(0, 1))
         except Exception as err:  # noqa: BLE001 - a compiler missing on this machine is a finding, not a crash
             rows.append(BenchRow("levers", size // 2, "torch.compile (inductor)", size * size,
-                                 note=f"unavailable: {type(err).__name__}: {str(err).splitlines()[0][:80]}"))  # fmt: skip
+                                 note=f"unavailable: {one_line(err)[:80]}"))  # fmt: skip
     return rows
 
 
@@ -349,7 +350,7 @@ def _gpu_rows(pipe_path, args, device: str) -> list[BenchRow]:
             _time_row(row, lambda: pipe(image=lr, generator=torch.Generator().manual_seed(0), output_type="pt"),
                       device, max(args.repeats, 10), args.max_row_seconds)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - report and go on to the next row
-            row.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+            row.note = f"failed: {one_line(err)[:80]}"
         rows.append(row)
         flow = pipe.flow
         latent = torch.randn(1, pipe.codec.latent_channels, 128, 128, device=device, dtype=dtype)

@@ -20,6 +20,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from flowup.errors import one_line
+
 __all__ = ["main", "build_parser"]
 
 
@@ -125,6 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_t2i_command(args, command)
     except (ValueError, OSError, WeightsNotFoundError, RuntimeError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = one_line(err)
         print(f"python -m eval: error: {message}", file=sys.stderr)
         return 2

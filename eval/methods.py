@@ -56,6 +56,7 @@ from PIL import Image
 from torch import nn
 
 from flowup.back_projection import back_project
+from flowup.errors import one_line
 from flowup.resample import upsample
 
 __all__ = [
@@ -401,7 +402,7 @@ class _DiffusersUpscaler(Method):
         try:
             pipe = klass.from_pretrained(source)
         except Exception as err:  # noqa: BLE001 - one clear line for any loading failure
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = one_line(err)
             raise OSError(
                 f"could not load {cls.pipeline_class_name} from {source!r} (a local folder, or a hub id with "
                 f"network access or a populated HF cache): {reason}"

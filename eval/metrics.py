@@ -35,6 +35,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from flowup.errors import one_line
+
 __all__ = [
     "PSNR_CAP",
     "rgb_to_y",
@@ -218,7 +220,7 @@ class LpipsMetric:
 
             self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device)
         except Exception as err:  # noqa: BLE001 - any failure makes the metric unavailable, with its reason
-            self.reason = f"could not build LPIPS: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            self.reason = f"could not build LPIPS: {one_line(err)}"
 
     @property
     def available(self) -> bool:

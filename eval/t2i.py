@@ -38,6 +38,7 @@ from eval.features import FeatureExtractor, optional_feature_extractor
 from eval.metrics import distribution_distances, grid_patches, quantize
 from eval.plots import plot_quality
 from eval.timing import synchronize
+from flowup.errors import one_line
 from flowup.image_io import load_image
 from flowup.resample import upsample
 
@@ -112,7 +113,7 @@ def load_text_to_image(source: str, device: str, dtype: str = "float32", lora: s
             pipe.load_lora_weights(lora)
             pipe.fuse_lora()
         except Exception as err:  # noqa: BLE001
-            raise OSError(f"could not load the LoRA {lora!r}: {str(err).splitlines()[0]}") from None
+            raise OSError(f"could not load the LoRA {lora!r}: {one_line(err)}") from None
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -156,7 +157,7 @@ class ClipScore:
 
             self.metric = CLIPScore(model_name_or_path=load).to(device)
         except Exception as err:  # noqa: BLE001
-            self.reason = f"could not load CLIP from {folder}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            self.reason = f"could not load CLIP from {folder}: {one_line(err)}"
 
     def __call__(self, image: torch.Tensor, prompt: str) -> float | None:
         if self.metric is None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowup.errors import one_line
+
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio and gradio_client at call time
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -215,7 +217,7 @@ def require_gradio():
     try:
         import gradio
     except ImportError as err:  # installed, but broken (a missing or mismatched dependency)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = one_line(err)
         raise ImportError(f"gradio is installed but does not import ({reason}); {GRADIO_MISSING}") from None
     return gradio
 
@@ -250,7 +252,7 @@ def build_demo(pipe: FlowUpPipeline, out_dir: str | Path | None = None, title: s
             result = upscale_image(pipe, image, scale=scale, steps=_as_int(steps), detail=detail, seed=_as_int(seed),
                                    out_dir=out_dir, progress=report, denoise=denoise)  # fmt: skip
         except ValueError as err:  # bad file or setting: one line in the app
-            raise gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            raise gr.Error(one_line(err)) from None
         compare = (result.before, result.image) if has_slider else [result.before, result.image]
         download = gr.DownloadButton(label=f"Download PNG ({result.path.name})", value=str(result.path),
                                      visible=True)  # fmt: skip

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from flowup.errors import one_line
+
 __all__ = [
     "ImageReadError",
     "LoadedImage",
@@ -110,7 +112,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     except Image.DecompressionBombError as err:
         raise ImageReadError(f"{path}: too large ({err})") from None
     except (OSError, ValueError, SyntaxError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = one_line(err)
         raise ImageReadError(f"{path}: cannot read image ({reason})") from None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from flowup.codecs import TAEF2Codec, load_codec
+from flowup.errors import one_line
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
 __all__ = ["ModelNotFoundError", "DEFAULT_CONFIG", "DEFAULT_MODEL_DIR", "DEFAULT_NOISE_ALPHA", "OPTIONAL_NETWORKS", "default_model_path", "check_config",
@@ -162,7 +163,7 @@ def load_model_folder(
         except Exception as err:  # noqa: BLE001 - one clear line for any hub failure
             raise ModelNotFoundError(
                 f"{path}: no such folder, and downloading it failed "
-                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                f"({one_line(err)})"
             ) from None
     index_path = folder / "model_index.json"
     if not index_path.is_file():

@@ -34,7 +34,6 @@ import PIL.Image
 import torch
 from torch import nn
 
-
 __all__ = ["CALIBRATION_VERSION", "QUANTIZED_GRAPHS", "calibration_feeds", "int8_unavailable_reason", "quantize_codec_graphs"]
 
 CALIBRATION_VERSION = 2  # bump when the calibration set or the quantizer settings change
@@ -96,7 +95,13 @@ def quantize_codec_graphs(folder: str | Path, flow: nn.Module, codec: nn.Module,
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class _Reader(CalibrationDataReader):
         def __init__(self, name: str, arrays: list[np.ndarray]):

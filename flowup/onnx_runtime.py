@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowup.engine_support import cpu_float32_split_reason
 from flowup.codecs import CodecStages
+from flowup.engine_support import cpu_float32_split_reason
 from flowup.model_folder import DEFAULT_NOISE_ALPHA
 from flowup.weights import cache_dir
 

@@ -27,8 +27,23 @@ from diffusers.utils import BaseOutput
 from flowup.back_projection import back_project
 from flowup.codecs import Codec
 from flowup.denoise import blend_networks, check_blendable, check_denoise, prefilter
-from flowup.model_folder import DEFAULT_CONFIG, ModelNotFoundError, check_config, default_model_path, load_model_folder, save_model_folder
-from flowup.pipeline_io import OUTPUT_TYPES, InputImage, check_detail, images_from, latents_from, per_image_generators, to_output
+from flowup.model_folder import (
+    DEFAULT_CONFIG,
+    ModelNotFoundError,
+    check_config,
+    default_model_path,
+    load_model_folder,
+    save_model_folder,
+)
+from flowup.pipeline_io import (
+    OUTPUT_TYPES,
+    InputImage,
+    check_detail,
+    images_from,
+    latents_from,
+    per_image_generators,
+    to_output,
+)
 from flowup.progress import WorkProgress
 from flowup.runtimes import AUTO, Engine, EngineCache, check_runtime_name, choose_runtime
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS

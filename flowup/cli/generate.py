@@ -32,8 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, RunError, UsageError, is_out_of_memory, non_negative_int, one_line,
-    positive_int, print_error, seed_int, check_output_location,
+    DEVICE_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    RunError,
+    UsageError,
+    check_output_location,
+    is_out_of_memory,
+    non_negative_int,
+    one_line,
+    positive_int,
+    print_error,
+    seed_int,
 )  # fmt: skip
 from flowup.loading import BaseModelError, load_base_pipeline, load_upscaler, resolve_device, resolve_dtype
 

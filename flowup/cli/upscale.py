@@ -28,8 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowup.cli.common import (
-    DEVICE_HELP, EXIT_FAILED, EXIT_OK, UsageError, check_output_location, denoise_float, detail_per_stage,
-    is_out_of_memory, non_negative_int, one_line, positive_int, quality_int, seed_int,
+    DEVICE_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    check_output_location,
+    denoise_float,
+    detail_per_stage,
+    is_out_of_memory,
+    non_negative_int,
+    one_line,
+    positive_int,
+    quality_int,
+    seed_int,
 )  # fmt: skip
 from flowup.runtimes import RUNTIME_NAMES, RUNTIMES
 
