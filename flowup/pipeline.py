@@ -181,7 +181,8 @@ class FlowUpPipeline(DiffusionPipeline):
     def engine(self, stage: int = 0, denoise: float | None = None) -> Engine:
         """The networks that x2 stage ``stage`` (0 = the first) of a call runs now, under the active
         runtime: later stages run ``cascade_flow`` where the model has one, else ``flow`` (at
-        ``denoise``, as :meth:`resolve_denoise` returns it)."""
+        ``denoise``; None: the model's default, :meth:`resolve_denoise`)."""
+        denoise = self.resolve_denoise(denoise)
         name = "cascade_flow" if stage > 0 and self.cascade_flow is not None else "flow"
         flow = self.cascade_flow if name == "cascade_flow" else self.flow_at(denoise)
         if name == "cascade_flow" or self.faithful_flow is None:

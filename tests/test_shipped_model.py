@@ -18,10 +18,12 @@ MODEL = ROOT / "flowup" / "pretrained" / "taef2-x2"
 
 def test_shipped_model_files_are_fp16_safetensors_under_25_mb():
     assert default_model_path() == MODEL
-    weights = MODEL / "flow" / "diffusion_pytorch_model.safetensors"
-    assert weights.stat().st_size <= 25 * 1024 * 1024
-    assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
+    for network in ("flow", "faithful_flow"):  # the denoise control's clean and faithful ends (v0.5)
+        weights = MODEL / network / "diffusion_pytorch_model.safetensors"
+        assert weights.stat().st_size <= 25 * 1024 * 1024
+        assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
     index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["faithful_flow"] == ["flowup", "FlowUNet"] and index["default_denoise"] == 0.0
     assert index["codec_spec"] == "taef2" and index["codec"] == [None, None]  # no copy of TAEF2
     assert index["default_num_inference_steps"] == 1 and index["default_back_projection_steps"] == 5
     assert (MODEL / "MODEL_CARD.md").is_file()

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = load_upscaler(args.model, device="cpu", dtype="float32", runtime="torch")
     extra = {"cascade_flow": pipe.cascade_flow} if pipe.cascade_flow is not None else None
-    paths = export_onnx(pipe.flow, pipe.codec, out, joined=True, int8=args.int8,
+    flow = pipe.flow_at(pipe.resolve_denoise(None))  # the network a default call runs
+    paths = export_onnx(flow, pipe.codec, out, joined=True, int8=args.int8,
                         noise_alpha=pipe.config.noise_alpha, factor=int(pipe.config.scale_factor), extra_flows=extra)  # fmt: skip
     for path in paths.values():
         print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
