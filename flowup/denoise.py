@@ -13,7 +13,8 @@ A model may also ship a second network for this control: a ``faithful_flow`` bes
 (the same network fine-tuned on degraded pairs, ``python -m train export --faithful-of``). Then
 ``denoise = s`` also runs one network whose weights are ``(1 - s) faithful + s clean`` (weight-space
 interpolation of two fine-tunes of one init, as WiSE-FT, Wortsman et al. 2022): any setting costs
-one evaluation. The shipped model has none (MODEL_CARD.md: the fine-tune measured worse).
+one evaluation. The shipped model (v0.5) has one: its ``faithful_flow`` is v0.4.1's network and its
+``flow`` the fine-tune (MODEL_CARD.md, item 18).
 """
 
 from __future__ import annotations
