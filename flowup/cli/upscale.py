@@ -63,9 +63,8 @@ Images of any size and mode work: EXIF orientation is applied, greyscale stays g
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
 Inputs of one folder whose outputs would share a name (a.jpg, a.png) are named apart
 (a_jpg_x2.png, a_png_x2.png). On "out of memory", lower --tile (e.g. 64) or use --device cpu.
-On a CPU the networks run in bfloat16 where the CPU has AMX, else on ONNX Runtime (the
-first run exports the model once, cached in
-~/.cache/flowup/onnx). See docs/speed.md.
+On a CPU the networks run in bfloat16 where the CPU has AMX, else on ONNX Runtime (the first
+run exports the model once, cached in ~/.cache/flowup/onnx). See docs/speed.md.
 """
 
 
