@@ -48,7 +48,6 @@ from flowup.progress import WorkProgress
 from flowup.runtimes import AUTO, Engine, EngineCache, check_runtime_name, choose_runtime
 from flowup.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 from flowup.stage import StageSettings, X2Stage
-from flowup.tiling import decode_tiled
 
 __all__ = ["FlowUpPipeline", "FlowUpPipelineOutput", "default_model_path", "ModelNotFoundError"]  # the last two
 # live in flowup.model_folder (saving and loading) and stay importable from here
@@ -314,9 +313,9 @@ class FlowUpPipeline(DiffusionPipeline):
         if latents is None:
             return images_from(image)
 
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            z = z.to(self._execution_device, self.codec.dtype)
-            return decode_tiled(self.codec, z, codec_tile_size, stage.engine.decoder)
+        def decode(z: torch.Tensor) -> torch.Tensor:  # the stage's own decode step, uncropped
+            size = (self.codec.downscale * z.shape[-2], self.codec.downscale * z.shape[-1])
+            return stage.decode(z.to(self._execution_device), size, codec_tile_size)
 
         return latents_from(latents, self.codec.latent_channels, decode, keep_latents=latent_upsample == "bilinear")
 

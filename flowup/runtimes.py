@@ -77,6 +77,11 @@ class Runtime:
     build: Callable[[Any, Any, float, int], Engine]
 
 
+def _wrapped(backend: Any, flow: nn.Module) -> Engine:
+    """A CPU engine (bfloat16 or ONNX Runtime: ``velocity``, ``encoder_stages``, ``decoder_stages``) as an :class:`Engine`."""
+    return Engine(backend.velocity, backend.encoder_stages, backend.decoder_stages, flow, backend)
+
+
 def _torch_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | None:
     return None
 
@@ -94,8 +99,7 @@ def _bf16_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | N
 def _bf16_build(flow: nn.Module, codec: Codec, noise_alpha: float, factor: int) -> Engine:
     from flowup.bf16_runtime import Bf16Engine
 
-    engine = Bf16Engine(flow, codec)
-    return Engine(engine.velocity, engine.encoder_stages, engine.decoder_stages, flow, engine)
+    return _wrapped(Bf16Engine(flow, codec), flow)
 
 
 def _onnx_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | None:
@@ -107,8 +111,7 @@ def _onnx_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | N
 def _onnx_build(flow: nn.Module, codec: Codec, noise_alpha: float, factor: int) -> Engine:
     from flowup.onnx_runtime import load_engine
 
-    engine = load_engine(flow, codec)
-    return Engine(engine.velocity, engine.encoder_stages, engine.decoder_stages, flow, engine)
+    return _wrapped(load_engine(flow, codec), flow)
 
 
 def _int8_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | None:
@@ -120,8 +123,7 @@ def _int8_reason(flow: nn.Module, codec: Codec, device: torch.device) -> str | N
 def _int8_build(flow: nn.Module, codec: Codec, noise_alpha: float, factor: int) -> Engine:
     from flowup.onnx_runtime import load_engine
 
-    engine = load_engine(flow, codec, int8=True, noise_alpha=noise_alpha, factor=factor)
-    return Engine(engine.velocity, engine.encoder_stages, engine.decoder_stages, flow, engine)
+    return _wrapped(load_engine(flow, codec, int8=True, noise_alpha=noise_alpha, factor=factor), flow)
 
 
 RUNTIMES: dict[str, Runtime] = {
