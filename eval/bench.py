@@ -65,6 +65,7 @@ class BenchRow:
     psnr_vs_torch: float | None = None  # dB against flowup's float32 PyTorch output
     note: str = ""
     ratio: float | None = None  # median over the section default's median per output MP
+    gflop_per_mp: float | None = None  # stage rows: the step's arithmetic per output megapixel
 
     @property
     def median(self) -> float:
@@ -142,7 +143,8 @@ def _test_image(size: int) -> torch.Tensor:
 # rows
 
 
-def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, device: str) -> list[BenchRow]:
+def _flowup_rows(pipe, torch_pipe, full_pipe, section: str, scale: int, size: int, args,
+                 device: str) -> list[BenchRow]:  # fmt: skip
     lr = _test_image(size).to(device)
     out_pixels = (scale * size) ** 2
 
@@ -155,6 +157,12 @@ def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, de
     out = _time_row(default, call(pipe), device, args.repeats, args.max_row_seconds)
     default.nfe = out.nfe
     rows.append(default)
+    if full_pipe is not None:  # the model with the full-resolution TAEF2 codec instead of its lean one
+        row = BenchRow(section, size, f"flowup, full-resolution TAEF2 codec ({full_pipe.active_runtime()})", out_pixels)
+        full = _time_row(row, call(full_pipe), device, args.repeats, args.max_row_seconds)
+        row.nfe = full.nfe
+        row.note = f"default vs this: {_psnr(out.images, full.images):.1f} dB PSNR"
+        rows.append(row)
     if torch_pipe is not None and not args.no_torch_row:
         eager = BenchRow(section, size, "flowup, PyTorch float32 eager (previous default)", out_pixels)
         reference = _time_row(eager, call(torch_pipe), device, args.repeats, args.max_row_seconds)
@@ -173,6 +181,8 @@ def _flowup_rows(pipe, torch_pipe, section: str, scale: int, size: int, args, de
             rows.append(row)
     if scale == 2:
         rows += _stage_rows(pipe, lr, section, size, args, device)
+        if full_pipe is not None:
+            rows += _stage_rows(full_pipe, lr, section, size, args, device, codec_steps_only=True)
     return rows
 
 
@@ -184,30 +194,61 @@ def _other_runtimes(pipe, active: str) -> list[str]:
             and unavailable_reason(name, pipe.flow, pipe.codec, pipe.device) is None]  # fmt: skip
 
 
-def _stage_rows(pipe, lr: torch.Tensor, section: str, size: int, args, device: str) -> list[BenchRow]:
-    """Each step of one x2 stage (:class:`flowup.stage.X2Stage`) timed alone, on the tensors a call makes."""
+def _stage_rows(pipe, lr: torch.Tensor, section: str, size: int, args, device: str,
+                codec_steps_only: bool = False) -> list[BenchRow]:  # fmt: skip
+    """Each step of one x2 stage (:class:`flowup.stage.X2Stage`) timed alone, on the tensors a call
+    makes, with its arithmetic per output megapixel (:func:`stage_gflop_per_mp`).
+    ``codec_steps_only``: encode and decode only, labelled with the codec (the full TAEF2 beside a lean one)."""
     from flowup.back_projection import back_project
     from flowup.stage import StageSettings
 
     stage = pipe.x2_stage()
     out_pixels = (2 * size) ** 2
     x_up = stage.upsample(lr)
+    gflops = stage_gflop_per_mp(pipe)
+    prefix = "  stage (full TAEF2)" if codec_steps_only else "  stage"
     rows = []
 
     def timed(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-        row = BenchRow(section, size, f"  stage: {name}", out_pixels)
+        row = BenchRow(section, size, f"{prefix}: {name}", out_pixels, gflop_per_mp=gflops.get(name))
         rows.append(row)
         return _time_row(row, fn, device, args.repeats, args.max_row_seconds)
 
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         cond = timed("encode", lambda: stage.encode(x_up))
-        timed("flow (1 NFE)", lambda: stage.integrate(cond, [generator], StageSettings(steps=1))[0])
+        if not codec_steps_only:
+            timed("flow (1 NFE)", lambda: stage.integrate(cond, [generator], StageSettings(steps=1))[0])
         image = timed("decode", lambda: stage.decode(cond, (2 * lr.shape[-2], 2 * lr.shape[-1])))
         steps = pipe.config.get("default_back_projection_steps", 0)
-        if steps:
+        if steps and not codec_steps_only:
             timed(f"back-projection ({steps} steps)", lambda: back_project(image, lr.float(), steps))
     return rows
+
+
+def stage_gflop_per_mp(pipe, side: int = 128) -> dict[str, float]:
+    """GFLOP per output megapixel of an x2 stage's ``encode``, ``flow (1 NFE)`` and ``decode``
+    (multiply-adds count 2; PyTorch's :class:`~torch.utils.flop_counter.FlopCounterMode` on the
+    float32 modules at a ``side``² input: convolutions and matrix products, linear in pixels)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flowup.resample import upsample
+
+    codec = copy.deepcopy(pipe.codec).float().cpu().eval()
+    flow = copy.deepcopy(pipe.flow).float().cpu().eval()
+    x_up = upsample(_test_image(side).float(), 2)
+    out_mp = x_up.shape[-2] * x_up.shape[-1] / 1e6
+    counts = {}
+    with torch.no_grad():
+        latent = codec.encode(x_up)
+        for name, fn in (("encode", lambda: codec.encode(x_up)), ("flow (1 NFE)", lambda: flow(latent, torch.zeros(1), latent)),
+                         ("decode", lambda: codec.decode(latent))):  # fmt: skip
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            counts[name] = counter.get_total_flops() / 1e9 / out_mp
+    return counts
 
 
 def _baseline_rows(pipe, section: str, scale: int, size: int, args, device: str) -> list[BenchRow]:
@@ -378,7 +419,7 @@ def _markdown(rows: list[BenchRow], header: dict) -> str:
     lines = [f"# flowup benchmark ({header['date']})", "",
              f"{header['hardware']}; {header['threads']}; torch {header['torch']}, onnxruntime "
              f"{header['onnxruntime']}, ncnn {header['ncnn']}; model {header['model']}. Median of the timed "
-             "calls after one warm-up; first s = that warm-up call (the first call at this size); s/MP = seconds per output megapixel; ratio = s/MP over flowup "
+             "calls after one warm-up; first s = that warm-up call (the first call at this size); s/MP = seconds per output megapixel; GFLOP/MP = a stage step's arithmetic per output megapixel (2 per multiply-add, PyTorch's FlopCounterMode); ratio = s/MP over flowup "
              "default's at the same scale and input size; peak = process RSS high-water (CPU) or "
              "max_memory_allocated (CUDA) over the row.", "",
              f"Runtime {header['runtime']}, ready in {header['engine_seconds']} s before the first image "
@@ -390,14 +431,15 @@ def _markdown(rows: list[BenchRow], header: dict) -> str:
             group = [r for r in rows if r.section == section and r.size == size]
             out = int(math.sqrt(group[0].output_pixels))
             title = {"levers": f"levers: the networks alone at {out}² output"}.get(section, f"{section}: {size}² -> {out}²")
-            lines += [f"## {title}", "", "| method | s/MP | ratio | median s | first s | n | peak MiB | NFE | PSNR vs torch fp32 | note |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+            lines += [f"## {title}", "", "| method | s/MP | ratio | GFLOP/MP | median s | first s | n | peak MiB | NFE | PSNR vs torch fp32 | note |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
             for r in group:
                 psnr = "" if r.psnr_vs_torch is None else ("exact" if math.isinf(r.psnr_vs_torch) else f"{r.psnr_vs_torch:.1f} dB")
                 ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
                 ms = f"{r.s_per_mp:.2f}" if r.seconds else ""
                 first = "" if r.first_seconds is None else f"{r.first_seconds:.3f}"
-                lines.append(f"| {r.method} | {ms} | {ratio} | {r.median:.3f} | {first} | {len(r.seconds)} | {r.peak_mib:.0f} | "
+                gflop = "" if r.gflop_per_mp is None else f"{r.gflop_per_mp:.0f}"
+                lines.append(f"| {r.method} | {ms} | {ratio} | {gflop} | {r.median:.3f} | {first} | {len(r.seconds)} | {r.peak_mib:.0f} | "
                              f"{'' if r.nfe is None else r.nfe} | {psnr} | {r.note} |")  # fmt: skip
             lines.append("")
     return "\n".join(lines)
@@ -438,6 +480,13 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     if pipe.active_runtime() != "torch":
         torch_pipe = FlowUpPipeline.from_pretrained(model, runtime="torch").to(device)
         torch_pipe.set_progress_bar_config(disable=True)
+    full_pipe = None
+    if getattr(pipe.codec, "lean", False):  # the model's lean codec: time the full TAEF2 beside it
+        from flowup.codecs import load_codec
+
+        full_pipe = FlowUpPipeline.from_pretrained(model, codec=load_codec("taef2")).to(device)
+        full_pipe.set_progress_bar_config(disable=True)
+        full_pipe.engine()
     peers = {}
     if "none" not in args.peers and torch.device(device).type == "cpu":
         from eval.realesrgan import RealESRGAN
@@ -455,7 +504,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         for size in sizes:
             section = f"x{scale}"
             print(f"  {section} {size}² ...", flush=True)
-            rows += _flowup_rows(pipe, torch_pipe, section, scale, size, args, device)
+            rows += _flowup_rows(pipe, torch_pipe, full_pipe, section, scale, size, args, device)
             rows += _baseline_rows(pipe, section, scale, size, args, device)
             rows += _peer_rows(section, scale, size, args, peers)
     if args.levers and torch.device(device).type == "cpu":

@@ -20,7 +20,9 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             5 back-projection steps of the output onto the input itself),
                             ``flowup:int8`` (the ``onnx-int8`` runtime, :mod:`flowup.onnx_int8`,
                             instead of the run's), ``flowup:dn0`` (the pipeline's ``denoise``,
-                            0 to 1: :mod:`flowup.denoise`); without arguments the model's defaults
+                            0 to 1: :mod:`flowup.denoise`), ``flowup:taef2`` (the full-resolution
+                            TAEF2 codec instead of the model's lean one); without arguments the
+                            model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
 ``sd-upscale[:STEPS]``      diffusers ``StableDiffusionUpscalePipeline`` (x4) from ``--sd-upscaler``
 ``sd-latent-upscale[:STEPS]``  diffusers ``StableDiffusionLatentUpscalePipeline`` (x2) from
@@ -295,6 +297,14 @@ def _denoise_arg(spec: MethodSpec) -> tuple[MethodSpec, float | None]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != found[0]]), value
 
 
+def _full_codec_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
+    """Split a ``taef2`` argument (run this row with the full-resolution TAEF2 codec instead of
+    the model's own, e.g. its lean codec) off the arguments."""
+    if "taef2" not in spec.args:
+        return spec, False
+    return dataclasses.replace(spec, args=[a for a in spec.args if a != "taef2"]), True
+
+
 def _int8_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
     """Split an ``int8`` argument (run this row on the ``onnx-int8`` runtime) off the arguments."""
     if "int8" not in spec.args:
@@ -328,6 +338,7 @@ class FlowUp(Method):
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
         spec, int8 = _int8_arg(spec)
+        spec, full_codec = _full_codec_arg(spec)
         spec, self.denoise = _denoise_arg(spec)
         self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
             _solver_args(spec)
@@ -338,7 +349,12 @@ class FlowUp(Method):
             folder = spec.path or ctx.model or default_model_path()
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"flowup model folder {folder} does not exist")
-            pipeline = FlowUpPipeline.from_pretrained(folder, runtime=ctx.runtime)
+            codec = None
+            if full_codec:
+                from flowup.codecs import load_codec
+
+                codec = load_codec("taef2")
+            pipeline = FlowUpPipeline.from_pretrained(folder, codec=codec, runtime=ctx.runtime)
             self.training_cost = read_training_cost(folder)
         self.pipe = pipeline.to(ctx.device)
         if int8:  # this row only, whatever the run's runtime
@@ -558,7 +574,7 @@ def parse_method(text: str) -> MethodSpec:
         raise UnknownMethodError(f"{text!r}: empty label before '='")
     spec = MethodSpec(text=body, label=label.strip(), family=family, path=path, args=args)
     if family == "flowup":
-        _solver_args(_denoise_arg(_int8_arg(spec)[0])[0])  # validate early, before any model is loaded
+        _solver_args(_denoise_arg(_full_codec_arg(_int8_arg(spec)[0])[0])[0])  # validate early, before any model is loaded
     return spec
 
 

@@ -36,7 +36,8 @@ from flowup.models.thread_stable import ThreadStableGroupNorm, make_pointwise_co
 from flowup.receptive_field import sequential_radius, split_around_group_norms
 from flowup.weights import find_taef2_weights, has_taef2_weights, is_offline, load_taef2_state
 
-__all__ = ["Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder", "TinyDecoder", "check_images", "load_codec"]
+__all__ = ["DECODER_HEADS", "ENCODER_STEMS", "Codec", "CodecStages", "TAEF2Codec", "DiffusersVAECodec", "TinyEncoder",
+           "TinyDecoder", "check_images", "load_codec"]  # fmt: skip
 
 
 @dataclass
@@ -136,24 +137,63 @@ class _Block(nn.Module):
         return self.fuse(self.conv(x) + self.skip(x))
 
 
-class TinyEncoder(nn.Sequential):
-    """TAESD-family encoder: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C, H/8, W/8)``."""
+#: Encoder stems (what runs before TAEF2's half-resolution blocks) and decoder heads (what runs
+#: after its last half-resolution blocks). "full" is TAEF2's own; the lean ones do the same work
+#: on the half-resolution grid (docs/method.md, "The lean codec").
+ENCODER_STEMS = ("full", "space_to_depth")
+DECODER_HEADS = ("full", "pixel_shuffle")
 
-    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+
+def _encoder_stem(kind: str) -> list[nn.Module]:
+    """``(N, 3, H, W)`` -> ``(N, 64, H/2, W/2)`` features.
+
+    ``full``: TAEF2's full-resolution convolution and block, then a stride-2 convolution
+    (225 + 18 GFLOP per megapixel of input). ``space_to_depth``: each 2x2 pixel block as 12
+    channels, then three convolutions on the half-resolution grid (40 GFLOP per megapixel); made
+    for the stage's bicubic upsamples, whose 2x2 blocks carry no more than the low-res pixels.
+    """
+    if kind == "full":
+        return [_conv3x3(3, 64), _Block(64, 64), _conv3x3(64, 64, stride=2, bias=False)]
+    if kind == "space_to_depth":
+        return [nn.PixelUnshuffle(2), _conv3x3(12, 64), nn.ReLU(), _conv3x3(64, 64), nn.ReLU(),
+                _conv3x3(64, 64, bias=False)]  # fmt: skip
+    raise ValueError(f"encoder_stem must be one of {ENCODER_STEMS}, got {kind!r}")
+
+
+def _decoder_head(kind: str) -> list[nn.Module]:
+    """``(N, 64, h, w)`` features -> ``(N, 3, 2h, 2w)`` images (not clamped).
+
+    ``full``: TAEF2's nearest upsample, a convolution and a block at full resolution (298 GFLOP
+    per output megapixel). ``pixel_shuffle``: a block on the half-resolution grid, then a
+    convolution to 2x2 pixels of 3 channels each (59 GFLOP per output megapixel).
+    """
+    if kind == "full":
+        return [nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False), _Block(64, 64), _conv3x3(64, 3)]
+    if kind == "pixel_shuffle":
+        return [_Block(64, 64), _conv3x3(64, 12), nn.PixelShuffle(2)]
+    raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {kind!r}")
+
+
+class TinyEncoder(nn.Sequential):
+    """TAESD-family encoder: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C, H/8, W/8)``; ``stem``: one of
+    :data:`ENCODER_STEMS` (the layers after it are TAEF2's whatever the stem)."""
+
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True, stem: str = "full"):
         gn = {"use_midblock_gn": use_midblock_gn}
         super().__init__(
-            _conv3x3(3, 64), _Block(64, 64),
-            _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64), _Block(64, 64), _Block(64, 64),
+            *_encoder_stem(stem), _Block(64, 64), _Block(64, 64), _Block(64, 64),
             _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64), _Block(64, 64), _Block(64, 64),
             _conv3x3(64, 64, stride=2, bias=False), _Block(64, 64, **gn), _Block(64, 64, **gn), _Block(64, 64, **gn),
             _conv3x3(64, latent_channels),
         )  # fmt: skip
+        self.stem_length = len(_encoder_stem(stem))
 
 
 class TinyDecoder(nn.Sequential):
-    """TAESD-family decoder: ``(N, C, h, w)`` -> ``(N, 3, 8h, 8w)`` (not clamped)."""
+    """TAESD-family decoder: ``(N, C, h, w)`` -> ``(N, 3, 8h, 8w)`` (not clamped); ``head``: one of
+    :data:`DECODER_HEADS` (the layers before it are TAEF2's whatever the head)."""
 
-    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True, head: str = "full"):
         gn = {"use_midblock_gn": use_midblock_gn}
         super().__init__(
             _Clamp(), _conv3x3(latent_channels, 64), nn.ReLU(),
@@ -162,9 +202,9 @@ class TinyDecoder(nn.Sequential):
             _Block(64, 64), _Block(64, 64), _Block(64, 64),
             nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False),
             _Block(64, 64), _Block(64, 64), _Block(64, 64),
-            nn.Upsample(scale_factor=2), _conv3x3(64, 64, bias=False),
-            _Block(64, 64), _conv3x3(64, 3),
+            *_decoder_head(head),
         )  # fmt: skip
+        self.head_length = len(_decoder_head(head))
 
 
 class TAEF2Codec(Codec):
@@ -174,15 +214,27 @@ class TAEF2Codec(Codec):
     ``encoder`` / ``decoder`` ``.safetensors`` or ``.pth``) or :meth:`from_pretrained` (a folder
     saved by :meth:`save_pretrained`).
     ``TAEF2Codec()`` alone is randomly initialised, which tests use.
+
+    ``encoder_stem`` / ``decoder_head`` (:data:`ENCODER_STEMS`, :data:`DECODER_HEADS`): the lean
+    codec (``space_to_depth`` / ``pixel_shuffle``) runs no convolution at full resolution; its new
+    layers are distilled from TAEF2's (``train/lean_codec.py``), the rest are TAEF2's own. Its
+    encoder is made for a stage's source, bicubic upsamples of low-res images: make training
+    targets with the full TAEF2.
     """
 
     @register_to_config
-    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True):
+    def __init__(self, latent_channels: int = 32, use_midblock_gn: bool = True, encoder_stem: str = "full",
+                 decoder_head: str = "full"):  # fmt: skip
         super().__init__()
         self.latent_channels = latent_channels
-        self.encoder = TinyEncoder(latent_channels, use_midblock_gn)
-        self.decoder = TinyDecoder(latent_channels, use_midblock_gn)
+        self.encoder = TinyEncoder(latent_channels, use_midblock_gn, encoder_stem)
+        self.decoder = TinyDecoder(latent_channels, use_midblock_gn, decoder_head)
         make_pointwise_convs_thread_stable(self)  # the same numbers whatever the CPU thread count
+
+    @property
+    def lean(self) -> bool:
+        """True when the encoder's stem or the decoder's head is a lean one (not TAEF2's own)."""
+        return self.config.encoder_stem != "full" or self.config.decoder_head != "full"
 
     @classmethod
     def from_taesd_weights(cls, folder: str | Path | None = None) -> "TAEF2Codec":

@@ -20,7 +20,7 @@ _POINTWISE = (nn.ReLU, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.I
 def sequential_radius(module: nn.Module, scale: float = 1.0) -> float | None:
     """Receptive radius of a chain of local layers, in pixels of its input (None: unknown layer).
 
-    Understands ``nn.Sequential``, ``nn.Conv2d``, nearest ``nn.Upsample``, pointwise activations
+    Understands ``nn.Sequential``, ``nn.Conv2d``, nearest ``nn.Upsample``, pixel (un)shuffles, pointwise activations
     and residual blocks with ``conv`` and ``skip`` branches (the TAESD family). ``scale`` is the
     size of one current feature pixel in input pixels.
     """
@@ -43,6 +43,11 @@ def _walk(module: nn.Module, scale: float) -> tuple[float | None, float]:
     if isinstance(module, nn.Upsample) and module.mode == "nearest" and module.scale_factor is not None:
         factor = float(module.scale_factor if not isinstance(module.scale_factor, tuple) else module.scale_factor[0])
         return scale, scale / factor  # nearest neighbour shifts by up to one input pixel
+    if isinstance(module, nn.PixelUnshuffle):  # a feature pixel covers a block of input pixels
+        factor = module.downscale_factor
+        return (factor - 1) * scale, scale * factor
+    if isinstance(module, nn.PixelShuffle):  # each output pixel reads one input pixel
+        return 0.0, scale / module.upscale_factor
     if isinstance(module, _POINTWISE) or "clamp" in type(module).__name__.lower():
         return 0.0, scale
     if isinstance(getattr(module, "conv", None), nn.Sequential) and hasattr(module, "skip"):

@@ -39,13 +39,34 @@ def test_taef2_state_dict_layout_matches_upstream_files():
     assert enc["14.weight"].shape == (32, 64, 3, 3) and dec["1.weight"].shape == (64, 32, 3, 3)
 
 
-def test_codec_save_load_round_trip(tmp_path):
-    codec = TAEF2Codec().eval()
+@pytest.mark.parametrize("lean", [False, True], ids=["taef2", "lean"])
+def test_codec_save_load_round_trip(tmp_path, lean):
+    settings = {"encoder_stem": "space_to_depth", "decoder_head": "pixel_shuffle"} if lean else {}
+    codec = TAEF2Codec(**settings).eval()
     codec.save_pretrained(tmp_path / "codec")
     loaded = load_codec(tmp_path / "codec")
+    assert loaded.config.encoder_stem == codec.config.encoder_stem
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(codec.encode(x), loaded.encode(x))
+        z = codec.encode(x)
+        assert torch.equal(codec.decode(z), loaded.decode(z))
+
+
+def test_lean_codec_runs_no_convolution_at_full_resolution():
+    # Every convolution of the lean encoder reads at most half the input's side, and every one of
+    # its decoder writes at most half the output's (hooks record each convolution's input size).
+    codec = TAEF2Codec(encoder_stem="space_to_depth", decoder_head="pixel_shuffle").eval()
+    sides = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sides.append(max(i[0].shape[-1], o.shape[-1])))
+             for m in codec.modules() if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    with torch.no_grad():
+        codec.decode(codec.encode(torch.rand(1, 3, 64, 64)))
+    assert max(sides) == 32
+    for hook in hooks:
+        hook.remove()
+    with pytest.raises(ValueError, match="encoder_stem must be one of"):
+        TAEF2Codec(encoder_stem="strided")
 
 
 def _tiny_kl_config():

@@ -142,8 +142,13 @@ def test_auto_tile_size_follows_budget_and_batch():
     assert all(s % flow.size_multiple == 0 for s in (big, small, tiny, half))
 
 
-def test_taef2_local_part_radius_bounds_the_gradient_reach():
-    codec = TAEF2Codec().eval()
+LEAN = {"encoder_stem": "space_to_depth", "decoder_head": "pixel_shuffle"}
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["taef2", "lean"])
+def test_taef2_local_part_radius_bounds_the_gradient_reach(lean):
+    torch.manual_seed(0)
+    codec = TAEF2Codec(**(LEAN if lean else {})).eval()
     local = nn.Sequential(*list(codec.decoder)[split_around_group_norms(codec.decoder, from_end=True) :])
     radius = sequential_radius(local)
     z = torch.randn(1, 64, 24, 24, requires_grad=True)
@@ -151,12 +156,21 @@ def test_taef2_local_part_radius_bounds_the_gradient_reach():
     y[0, :, 96, 96].sum().backward()  # centre of latent pixel 12
     rows = torch.nonzero(z.grad.abs().sum((0, 1)).sum(1))[:, 0]
     assert max(12 - int(rows.min()), int(rows.max()) - 12) <= radius
+    # the encoder's local part, in input pixels: every pixel that moves latent pixel (6, 6) is within reach
+    local = nn.Sequential(*list(codec.encoder)[: split_around_group_norms(codec.encoder, from_end=False)])
+    radius = sequential_radius(local)
+    x = torch.rand(1, 3, 192, 192, requires_grad=True)
+    local(x)[0, :, 12, 12].sum().backward()  # features at /8: pixel 12 covers input pixels 96..103
+    rows = torch.nonzero(x.grad.abs().sum((0, 1)).sum(1))[:, 0]
+    assert int(rows.max()) - 103 <= radius and 96 - int(rows.min()) <= radius
 
 
-def test_tiled_taef2_equals_untiled():
-    # TAEF2's GroupNorm blocks run on the whole latent grid, the local part is tiled: exact.
+@pytest.mark.parametrize("lean", [False, True], ids=["taef2", "lean"])
+def test_tiled_taef2_equals_untiled(lean):
+    # TAEF2's GroupNorm blocks run on the whole latent grid, the local part is tiled: exact (also
+    # for the lean codec's space-to-depth stem and pixel-shuffle head).
     torch.manual_seed(0)
-    codec = TAEF2Codec().eval()
+    codec = TAEF2Codec(**(LEAN if lean else {})).eval()
     images = torch.rand(1, 3, 320, 128)
     latents = torch.randn(1, 32, 40, 16)
     with torch.no_grad():

@@ -286,7 +286,7 @@ def test_python_dash_m_train_help_lists_every_command():
     result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, cwd=root,
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for command in ("prepare", "fit", "validate", "export"):
+    for command in ("prepare", "fit", "validate", "export", "fit-codec", "export-codec"):
         assert f"  {command}" in result.stdout
     assert "Lightning" not in result.stderr
 

@@ -4,7 +4,9 @@
 - ``fit`` / ``validate``: LightningCLI over :class:`train.module.FlowMatchingModule` and
   :class:`train.datamodule.LatentPairDataModule` (``--config configs/train/<recipe>.yaml``; YAML keys
   are the typed constructor arguments; ``--ckpt_path last`` or a path resumes a run);
-- ``export``: a checkpoint's EMA weights -> a ``FlowUpPipeline`` folder (:mod:`train.export`).
+- ``export``: a checkpoint's EMA weights -> a ``FlowUpPipeline`` folder (:mod:`train.export`);
+- ``fit-codec`` / ``export-codec``: distil the lean codec's new layers from TAEF2, and join the
+  parts into a codec folder (:mod:`train.lean_codec`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ commands:
   validate   run the validation loop of a recipe on a checkpoint
   test, predict  LightningCLI's other subcommands (not used by the recipes)
   export     a checkpoint's EMA weights -> a FlowUpPipeline folder (fp16 safetensors)
+  fit-codec  distil the lean codec's encoder stem or decoder head from TAEF2 (LightningCLI,
+             --config configs/train/lean_codec_{encoder,decoder}.yaml)
+  export-codec  join lean-codec checkpoints into a codec folder (fp16 safetensors)
 
 examples:
   python -m train prepare --images ../shared/data/train --out cache/taef2-x2-320
@@ -44,6 +49,14 @@ def main() -> None:
         prepare_main(sys.argv[2:])
     elif command == "export":
         from train.export import main as export_main
+
+        export_main(sys.argv[2:])
+    elif command == "fit-codec":
+        from train.lean_codec import fit_main
+
+        fit_main(["fit", *sys.argv[2:]])
+    elif command == "export-codec":
+        from train.lean_codec import export_main
 
         export_main(sys.argv[2:])
     else:
