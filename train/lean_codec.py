@@ -47,8 +47,8 @@ from flowup.resample import upsample
 from train.cost import describe_hardware
 from train.latent_cache import find_shards, list_images
 
-__all__ = ["LatentCrops", "LeanCodecData", "LeanCodecDistillation", "LowResCrops", "export_codec", "export_main", "fit_main",
-           "lean_student"]  # fmt: skip
+__all__ = ["LatentCrops", "LeanCodecData", "LeanCodecDistillation", "LowResCrops", "export_codec", "export_into_model",
+           "export_main", "fit_main", "lean_student"]  # fmt: skip
 
 Part = Literal["encoder", "decoder"]
 
@@ -347,6 +347,30 @@ def export_codec(encoder_checkpoint: str | Path | None, decoder_checkpoint: str 
     return codec.float().eval().requires_grad_(False)
 
 
+def export_into_model(encoder_checkpoint: str | Path | None, decoder_checkpoint: str | Path | None,
+                      model: str | Path, out_dir: str | Path) -> Path:  # fmt: skip
+    """``model`` (a FlowUpPipeline folder) with the joined codec as its ``codec/``, written to
+    ``out_dir`` (which may be ``model`` itself: only ``codec/`` and ``model_index.json`` change; every
+    other file is copied as it is)."""
+    import shutil
+
+    from flowup.model_folder import load_model_folder
+
+    model, out = Path(model), Path(out_dir)
+    load_model_folder(model)  # a readable model folder, before anything is written
+    if out.resolve() != model.resolve():
+        shutil.copytree(model, out, dirs_exist_ok=False, ignore=shutil.ignore_patterns("codec"))
+    staging = out / ".codec-export"
+    shutil.rmtree(staging, ignore_errors=True)
+    codec = export_codec(encoder_checkpoint, decoder_checkpoint, staging)
+    shutil.rmtree(out / "codec", ignore_errors=True)
+    staging.rename(out / "codec")
+    index = json.loads((out / "model_index.json").read_text())
+    index["codec"] = ["flowup", type(codec).__name__]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return out
+
+
 def export_main(args: list[str] | None = None) -> None:
     """``python -m train export-codec [--encoder CKPT] [--decoder CKPT] [--into-model MODEL] OUT_DIR``."""
     parser = argparse.ArgumentParser(prog="python -m train export-codec",
@@ -363,16 +387,7 @@ def export_main(args: list[str] | None = None) -> None:
     if ns.into_model is None:
         export_codec(ns.encoder, ns.decoder, ns.out_dir)
     else:
-        import shutil
-        import tempfile
-
-        from flowup.pipeline import FlowUpPipeline
-
-        with tempfile.TemporaryDirectory() as staging:
-            codec = export_codec(ns.encoder, ns.decoder, staging)
-            pipe = FlowUpPipeline.from_pretrained(ns.into_model, codec=codec, runtime="torch")
-            pipe.save_pretrained(ns.out_dir, torch_dtype=torch.float16)
-            shutil.copy(Path(staging) / "training.json", Path(ns.out_dir) / "codec" / "training.json")
+        export_into_model(ns.encoder, ns.decoder, ns.into_model, ns.out_dir)
     print(f"wrote {ns.out_dir}")
 
 
