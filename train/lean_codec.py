@@ -40,12 +40,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flowup.codecs import TAEF2Codec
-from flowup.degradations import degrade, load_degradation, pil_downsample, to_uint8
+from flowup.degradations import degrade, load_degradation
 from flowup.errors import one_line
 from flowup.model_folder import cast_module
 from flowup.resample import upsample
 from train.cost import describe_hardware
 from train.latent_cache import find_shards, list_images
+from train.schedule import warmup_cosine
 
 __all__ = ["LatentCrops", "LeanCodecData", "LeanCodecDistillation", "LowResCrops", "export_codec", "export_into_model",
            "export_main", "fit_main", "lean_student"]  # fmt: skip
@@ -84,7 +85,7 @@ class LowResCrops(Dataset):
     ``image_dirs`` are held in memory (8-bit; an image is first downscaled by a random factor in
     ``[random_downscale_min, 1]`` where that leaves a crop). Item ``i`` takes a random ``crop``
     window of a pool crop, flips it at random, degrades it to ``crop / scale`` pixels
-    (``degradation``: a YAML file or profile of :mod:`flowup.degradations`; None: clean bicubic)
+    (``degradation``: a YAML file or profile of :mod:`flowup.degradations`; None: the ``clean`` profile)
     and upsamples it back, as a stage does. Seeded by ``seed`` and ``i``.
     """
 
@@ -95,7 +96,7 @@ class LowResCrops(Dataset):
             raise ValueError(f"crop must be a multiple of {8 * scale} and at most pool_crop, got {crop} / {pool_crop}")
         self.crop, self.scale, self.seed = crop, scale, seed
         self.samples_per_epoch = samples_per_epoch
-        self.degradation = load_degradation(degradation)
+        self.degradation = load_degradation(degradation if degradation is not None else "clean")
         rng = random.Random(seed)
         self.pool: list[np.ndarray] = []
         self.skipped: list[str] = []
@@ -133,10 +134,7 @@ class LowResCrops(Dataset):
         hr = torch.from_numpy(source[y : y + self.crop, x : x + self.crop].copy()).permute(2, 0, 1).float() / 255
         if rng.random() < 0.5:
             hr = hr.flip(-1)
-        if self.degradation is None:
-            lr = torch.from_numpy(to_uint8(pil_downsample(hr, self.scale))).permute(2, 0, 1).float() / 255
-        else:
-            lr = degrade(hr, self.scale, self.degradation, rng)
+        lr = degrade(hr, self.scale, self.degradation, rng)
         return {"x_up": upsample(lr[None], self.scale)[0]}
 
 
@@ -265,15 +263,8 @@ class LeanCodecDistillation(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for module in self.trained_layers() for p in module.parameters()]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=0.0)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup, floor = self.hparams.warmup_steps, self.hparams.final_lr_fraction
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
+        factor = warmup_cosine(self.hparams.warmup_steps, total, self.hparams.final_lr_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

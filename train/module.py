@@ -9,7 +9,6 @@ step counts on real images, decodes with the codec and logs PSNR / SSIM, and sav
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
@@ -22,6 +21,7 @@ from flowup.flow import flow_matching_loss
 from flowup.models import FlowUNet
 from flowup.resample import upsample
 from train.latent_cache import residual_statistics
+from train.schedule import warmup_cosine
 
 if TYPE_CHECKING:
     from flowup.pipeline import FlowUpPipeline
@@ -169,16 +169,7 @@ class FlowMatchingModule(pl.LightningModule):
             betas=tuple(self.hparams.betas),
         )  # fmt: skip
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
-        warmup, floor = max(1, self.hparams.warmup_steps), self.hparams.final_lr_fraction
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not self.hparams.decay or total is None or total <= warmup:
-                return 1.0
-            progress = min(1.0, (step - warmup) / (total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        factor = warmup_cosine(self.hparams.warmup_steps, total, self.hparams.final_lr_fraction, self.hparams.decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
