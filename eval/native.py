@@ -133,6 +133,13 @@ def format_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short_list(paths: list[str], shown: int = 3) -> str:
+    """``paths`` for a title: all of them when few, else the first ``shown`` and how many more."""
+    if len(paths) <= shown + 1:
+        return ", ".join(paths)
+    return f"{', '.join(paths[:shown])} and {len(paths) - shown} more"
+
+
 def _write(config: NativeConfig, summary: list[dict], rows: list[dict], crops: dict, labels: list[str]) -> None:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +152,7 @@ def _write(config: NativeConfig, summary: list[dict], rows: list[dict], crops: d
     crop_files = plot_crops(crops, labels, out / "crops")
     table = format_table(summary)
     (out / "report.md").write_text(
-        f"# No-reference evaluation: {', '.join(config.images)} (x{config.scale})\n\n`{config.command}`\n\n{table}\n\n"
+        f"# No-reference evaluation: {_short_list(config.images)} (x{config.scale})\n\n`{config.command}`\n\n{table}\n\n"
         "Flat-area noise: the output's high-frequency energy on the flattest quarter of each image, over the bicubic "
         "upscale's (below 1: cleaner). Edge sharpness: its gradient on the busiest tenth, over bicubic's (above 1: "
         f"crisper). {len({r['image'] for r in rows})} images; time on {config.device}, one run each.\n\n"

@@ -59,3 +59,11 @@ def test_native_command_scores_methods_against_bicubic(native_dir, tmp_path, tin
 def test_native_refuses_methods_that_need_a_high_res_image(native_dir, tmp_path, capsys):
     assert main(["native", "--images", str(native_dir), "--methods", "codec-hr", "--out", str(tmp_path)]) == 2
     assert "needs a high-res image" in capsys.readouterr().err
+
+
+def test_report_title_names_few_inputs_and_counts_many():
+    """A shell glob's 28 files make a title of three names and a count, not 28 paths."""
+    from eval.native import _short_list
+
+    assert _short_list(["a.png", "b.png"]) == "a.png, b.png"
+    assert _short_list([f"{i}.png" for i in range(28)]) == "0.png, 1.png, 2.png and 25 more"
