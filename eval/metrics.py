@@ -51,6 +51,7 @@ __all__ = [
     "LpipsMetric",
     "flat_area_energies",
     "no_reference_measures",
+    "edge_acutance",
     "GRAIN_PATCH",
     "GRAIN_FLAT_FRACTION",
 ]
@@ -288,6 +289,10 @@ def _high_pass_energy(y: torch.Tensor, chosen: torch.Tensor, patch: int, sigma: 
 #: are judged on the bicubic upscale blurred by this sigma (structure, not the input's noise).
 EDGE_FRACTION = 0.10
 STRUCTURE_SIGMA = 2.0
+#: Edge acutance: the strongest 2 % of pixels of the bicubic upscale (its gradient after a blur of
+#: sigma 1) are the edges; there, the output's gradient (largest in 3x3) over its range in 7x7.
+ACUTANCE_FRACTION = 0.02
+ACUTANCE_WINDOW = 7
 
 
 def no_reference_measures(pred: torch.Tensor, bicubic: torch.Tensor, patch: int = GRAIN_PATCH,
@@ -299,8 +304,10 @@ def no_reference_measures(pred: torch.Tensor, bicubic: torch.Tensor, patch: int 
     of the same input. On luma, tiles of ``patch`` pixels are ranked by the variance of the bicubic
     upscale blurred by :data:`STRUCTURE_SIGMA`: the lowest ``flat_fraction`` are flat, the highest
     ``edge_fraction`` edges. Returns ``(N,)`` tensors: ``noise`` and ``noise_bicubic`` (mean squared
-    high-pass on flat tiles, as :func:`flat_area_energies`) and ``edge`` and ``edge_bicubic`` (mean
-    gradient magnitude, central differences, on edge tiles).
+    high-pass on flat tiles, as :func:`flat_area_energies`), ``edge`` and ``edge_bicubic`` (mean
+    gradient magnitude, central differences, on edge tiles; noise on those tiles raises it too) and
+    ``acutance`` and ``acutance_bicubic`` (:func:`edge_acutance`: how steep the strongest edges are
+    for their contrast; noise and texture off the edges do not move it, halos lower it).
     """
     _check_pair(pred, bicubic)
     p, b = rgb_to_y(pred).double(), rgb_to_y(bicubic).double()
@@ -312,10 +319,45 @@ def no_reference_measures(pred: torch.Tensor, bicubic: torch.Tensor, patch: int 
     edges = order[:, tiles - max(1, round(edge_fraction * tiles)) :]
 
     def gradient(y: torch.Tensor) -> torch.Tensor:
-        padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
-        gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
-        gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
-        return _tiles((gx**2 + gy**2).sqrt(), patch).mean(dim=-1).gather(1, edges).mean(dim=1).float()
+        return _tiles(_gradient_magnitude(y), patch).mean(dim=-1).gather(1, edges).mean(dim=1).float()
 
+    acutance, acutance_bicubic = edge_acutance(pred, bicubic)
     return {"noise": _high_pass_energy(p, flat, patch, sigma), "noise_bicubic": _high_pass_energy(b, flat, patch, sigma),
-            "edge": gradient(p), "edge_bicubic": gradient(b)}  # fmt: skip
+            "edge": gradient(p), "edge_bicubic": gradient(b), "acutance": acutance, "acutance_bicubic": acutance_bicubic}  # fmt: skip
+
+
+def _gradient_magnitude(y: torch.Tensor) -> torch.Tensor:
+    """Central-difference gradient magnitude of ``(N, 1, H, W)``, replicate-padded: same shape."""
+    padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
+    gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+    gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    return (gx**2 + gy**2).sqrt()
+
+
+def edge_acutance(pred: torch.Tensor, bicubic: torch.Tensor, fraction: float = ACUTANCE_FRACTION,
+                  window: int = ACUTANCE_WINDOW) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """How steep an upscale's strongest edges are for their contrast: ``(output (N,), bicubic (N,))``.
+
+    ``pred`` and ``bicubic`` ``(N, 3, H, W)`` in [0, 1]. On luma, the edges are the ``fraction`` of
+    pixels where the bicubic upscale, blurred by sigma 1, has the largest gradient. At each, the
+    image's gradient magnitude (the largest in its 3x3 neighbourhood, so an edge one pixel off still
+    counts) is divided by its range (max - min) in the ``window`` x ``window`` around it, and the
+    quotients are averaged. For a step of any contrast blurred by a Gaussian of sigma ``s`` pixels
+    (``s`` well under the window) this is about ``1 / (2.5 s)`` (tests/test_eval_native.py has the
+    exact form): contrast-independent and higher when
+    crisper; overshoot (halos) raises the range and lowers it; noise on flat areas does not reach it.
+    A set's figure, as the others: ``sum(output) / sum(bicubic)``.
+    """
+    _check_pair(pred, bicubic)
+    p, b = rgb_to_y(pred).double(), rgb_to_y(bicubic).double()
+    strength = _gradient_magnitude(_gaussian_blur(b, 1.0)).flatten(1)
+    edges = strength.topk(max(1, int(fraction * strength.shape[1])), dim=1).indices
+    half = window // 2
+
+    def acutance(y: torch.Tensor) -> torch.Tensor:
+        steepest = torch.nn.functional.max_pool2d(_gradient_magnitude(y), 3, stride=1, padding=1)
+        spread = torch.nn.functional.max_pool2d(y, window, stride=1, padding=half) + torch.nn.functional.max_pool2d(
+            -y, window, stride=1, padding=half)  # fmt: skip
+        return (steepest / spread.clamp_min(1e-3)).flatten(1).gather(1, edges).mean(dim=1).float()
+
+    return acutance(p), acutance(b)

@@ -5,8 +5,10 @@
 Every method upscales each image as it is (8-bit, as the file holds; cropped to a multiple of 8
 pixels); each output is scored against the bicubic upscale of the same input
 (:func:`eval.metrics.no_reference_measures`): **flat-area noise** (high-frequency energy on the
-flattest quarter of the image, over bicubic's: below 1 is cleaner than bicubic) and **edge
-sharpness** (gradient on the busiest tenth, over bicubic's: above 1 is crisper). Writes a
+flattest quarter of the image, over bicubic's: below 1 is cleaner than bicubic), **edge
+sharpness** (gradient on the busiest tenth, over bicubic's: above 1 is crisper, but noise there
+raises it too) and **edge acutance** (how steep the strongest edges are for their contrast, over
+bicubic's: above 1 is crisper; noise does not raise it, halos lower it). Writes a
 markdown table, per-image CSV / JSON and side-by-side crops (LR | methods) to ``--out``, so a
 user can look at flowup beside Real-ESRGAN on their own images.
 """
@@ -71,6 +73,7 @@ def _summary(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         # set ratios (sums over images), as the harness's flat-area grain
         "flat_noise": sum(r["noise"] for r in rows) / max(sum(r["noise_bicubic"] for r in rows), 1e-20),
         "edge_sharpness": sum(r["edge"] for r in rows) / max(sum(r["edge_bicubic"] for r in rows), 1e-20),
+        "edge_acutance": sum(r["acutance"] for r in rows) / max(sum(r["acutance_bicubic"] for r in rows), 1e-20),
         "flat_noise_median": statistics.median(r["noise"] / max(r["noise_bicubic"], 1e-20) for r in rows),
         "time_per_mp_s": sum(r["time_s"] for r in rows) / megapixels,
     }
@@ -119,7 +122,8 @@ def run_native(config: NativeConfig, methods: list[Method] | None = None,
                 crops[name][method.label] = output[0, :, s * top : s * (top + side), s * left : s * (left + side)]
     summary = [_summary(m.label, [r for r in rows if r["method"] == m.label]) for m in methods]
     for s in summary:
-        log(f"{s['method']}: flat-area noise {s['flat_noise']:.2f}x bicubic, edge sharpness {s['edge_sharpness']:.2f}x")
+        log(f"{s['method']}: flat-area noise {s['flat_noise']:.2f}x bicubic, edge sharpness {s['edge_sharpness']:.2f}x, "
+            f"edge acutance {s['edge_acutance']:.2f}x")
     for panels in crops.values():
         panels.pop("box")
     _write(config, summary, rows, crops, [m.label for m in methods])
@@ -127,9 +131,11 @@ def run_native(config: NativeConfig, methods: list[Method] | None = None,
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
-    lines = ["| method | flat-area noise (x bicubic) | edge sharpness (x bicubic) | s/MP |", "|---|---:|---:|---:|"]
+    lines = ["| method | flat-area noise (x bicubic) | edge sharpness (x bicubic) | edge acutance (x bicubic) | s/MP |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
     for s in summary:
-        lines.append(f"| {s['method']} | {s['flat_noise']:.2f} | {s['edge_sharpness']:.2f} | {s['time_per_mp_s']:.3g} |")
+        lines.append(f"| {s['method']} | {s['flat_noise']:.2f} | {s['edge_sharpness']:.2f} | {s['edge_acutance']:.2f} "
+                     f"| {s['time_per_mp_s']:.3g} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -155,7 +161,8 @@ def _write(config: NativeConfig, summary: list[dict], rows: list[dict], crops: d
         f"# No-reference evaluation: {_short_list(config.images)} (x{config.scale})\n\n`{config.command}`\n\n{table}\n\n"
         "Flat-area noise: the output's high-frequency energy on the flattest quarter of each image, over the bicubic "
         "upscale's (below 1: cleaner). Edge sharpness: its gradient on the busiest tenth, over bicubic's (above 1: "
-        f"crisper). {len({r['image'] for r in rows})} images; time on {config.device}, one run each.\n\n"
+        "crisper; noise there counts too). Edge acutance: the steepness of its strongest edges for their contrast, "
+        f"over bicubic's (above 1: crisper; halos lower it, noise does not raise it). {len({r['image'] for r in rows})} images; time on {config.device}, one run each.\n\n"
         + "".join(f"![{p.stem}](crops/{p.name})\n" for p in crop_files)
     )
     print(table)

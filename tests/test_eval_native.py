@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -67,3 +68,32 @@ def test_report_title_names_few_inputs_and_counts_many():
 
     assert _short_list(["a.png", "b.png"]) == "a.png, b.png"
     assert _short_list([f"{i}.png" for i in range(28)]) == "0.png, 1.png, 2.png and 25 more"
+
+
+def _blurred_step(sigma: float, contrast: float = 0.6, size: int = 64) -> torch.Tensor:
+    """``(1, 3, size, size)``: a vertical step of ``contrast`` at the centre, Gaussian-blurred by ``sigma`` pixels."""
+    x = torch.arange(size, dtype=torch.float64) - size // 2  # the step's centre on a pixel
+    profile = 0.2 + contrast * 0.5 * (1 + torch.erf(x / (sigma * 2**0.5)))
+    return profile.float().repeat(1, 3, size, 1)
+
+
+def test_edge_acutance_closed_form():
+    """A step blurred by sigma s reads its central difference at the centre over the part of the step
+    inside the window, ``erf(1 / (s sqrt 2)) / 2 / erf(3 / (s sqrt 2))`` (about ``1 / (2.5 s)``),
+    whatever its contrast; a crisper step reads higher; noise off the edge does not move it; a halo
+    lowers it."""
+    from eval.metrics import ACUTANCE_WINDOW, edge_acutance
+
+    soft = _blurred_step(2.0)
+    for sigma in (0.8, 1.5, 2.0, 2.5):
+        value, _ = edge_acutance(_blurred_step(sigma), soft)
+        inside = math.erf(ACUTANCE_WINDOW // 2 / (sigma * 2**0.5))
+        assert float(value) == pytest.approx(math.erf(1 / (sigma * 2**0.5)) / 2 / inside, rel=0.05)
+    low_contrast, _ = edge_acutance(_blurred_step(2.0, contrast=0.1), soft)
+    crisp, reference = edge_acutance(_blurred_step(1.0), soft)
+    assert float(low_contrast) == pytest.approx(float(reference), rel=1e-3) and float(crisp) > 1.5 * float(reference)
+    noisy = soft.clone()
+    noisy[..., :, :16] += 0.02 * torch.randn(1, 1, 64, 16, generator=torch.Generator().manual_seed(0))
+    assert float(edge_acutance(noisy, soft)[0]) == pytest.approx(float(reference), rel=1e-3)
+    haloed = soft + 0.3 * (soft - _blurred_step(4.0))  # an unsharp mask's overshoot
+    assert float(edge_acutance(haloed, soft)[0]) < float(edge_acutance(_blurred_step(1.4), soft)[0])
