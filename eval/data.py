@@ -28,7 +28,7 @@ from flowup.resample import downsample
 TORCH_FLOAT = "torch-float"
 INPUT_PROFILES = (*PROFILES, TORCH_FLOAT)
 
-__all__ = ["EvalImage", "INPUT_PROFILES", "list_images", "crop_to_multiple", "prepare_image"]
+__all__ = ["EvalImage", "INPUT_PROFILES", "list_images", "centre_crop", "crop_to_multiple", "prepare_image"]
 
 CROP_MODES = ("center", "topleft")
 
@@ -79,6 +79,15 @@ def crop_to_multiple(image: torch.Tensor, multiple: int, mode: str = "center") -
         raise ValueError(f"image {h}x{w} is smaller than {multiple} px in a side")
     top, left = ((h - new_h) // 2, (w - new_w) // 2) if mode == "center" else (0, 0)
     return image[..., top : top + new_h, left : left + new_w]
+
+
+def centre_crop(image: torch.Tensor, side: int, multiple: int = 8) -> torch.Tensor:
+    """The centre ``side`` x ``side`` of ``(..., H, W)`` (less where a side is shorter), its corner
+    and sides on multiples of ``multiple``: what ``eval native --input-crop`` scores."""
+    image = crop_to_multiple(image, multiple)
+    h, w = min(side, image.shape[-2]), min(side, image.shape[-1])
+    top, left = (image.shape[-2] - h) // 2 // multiple * multiple, (image.shape[-1] - w) // 2 // multiple * multiple
+    return crop_to_multiple(image[..., top : top + h, left : left + w], multiple)
 
 
 def prepare_image(path: Path, scale: int, root: Path | None = None, crop: str = "center",

@@ -52,6 +52,7 @@ __all__ = [
     "flat_area_energies",
     "no_reference_measures",
     "edge_acutance",
+    "tiles",
     "GRAIN_PATCH",
     "GRAIN_FLAT_FRACTION",
 ]
@@ -264,13 +265,13 @@ def flat_area_energies(pred: torch.Tensor, target: torch.Tensor, border: int = 0
     _check_pair(pred, target)
     p, t = crop_border(rgb_to_y(pred), border).double(), crop_border(rgb_to_y(target), border).double()
     patch = max(1, min(patch, *t.shape[-2:]))  # a tiny image is one patch
-    variance = _tiles(t, patch).var(dim=-1)
+    variance = tiles(t, patch).var(dim=-1)
     count = max(1, round(flat_fraction * variance.shape[1]))
     flat = variance.argsort(dim=1)[:, :count]  # (N, count) indices of the flattest tiles
     return _high_pass_energy(p, flat, patch, sigma), _high_pass_energy(t, flat, patch, sigma)
 
 
-def _tiles(x: torch.Tensor, patch: int) -> torch.Tensor:
+def tiles(x: torch.Tensor, patch: int) -> torch.Tensor:
     """``(N, 1, H, W)`` -> ``(N, P, patch * patch)``: the grid of whole ``patch`` tiles."""
     n, _, h, w = x.shape
     rows, cols = h // patch, w // patch
@@ -281,7 +282,7 @@ def _tiles(x: torch.Tensor, patch: int) -> torch.Tensor:
 def _high_pass_energy(y: torch.Tensor, chosen: torch.Tensor, patch: int, sigma: float) -> torch.Tensor:
     """Mean squared high-pass (``Y - blur(Y, sigma)``) of luma ``(N, 1, H, W)`` over the tiles
     ``chosen`` ``(N, K)``: ``(N,)``."""
-    high = _tiles(y - _gaussian_blur(y, sigma), patch).pow(2).mean(dim=-1)  # (N, P)
+    high = tiles(y - _gaussian_blur(y, sigma), patch).pow(2).mean(dim=-1)  # (N, P)
     return high.gather(1, chosen).mean(dim=1).float()
 
 
@@ -312,14 +313,14 @@ def no_reference_measures(pred: torch.Tensor, bicubic: torch.Tensor, patch: int 
     _check_pair(pred, bicubic)
     p, b = rgb_to_y(pred).double(), rgb_to_y(bicubic).double()
     patch = max(1, min(patch, *b.shape[-2:]))
-    structure = _tiles(_gaussian_blur(b, STRUCTURE_SIGMA), patch).var(dim=-1)
+    structure = tiles(_gaussian_blur(b, STRUCTURE_SIGMA), patch).var(dim=-1)
     order = structure.argsort(dim=1)
-    tiles = order.shape[1]
-    flat = order[:, : max(1, round(flat_fraction * tiles))]
-    edges = order[:, tiles - max(1, round(edge_fraction * tiles)) :]
+    count = order.shape[1]
+    flat = order[:, : max(1, round(flat_fraction * count))]
+    edges = order[:, count - max(1, round(edge_fraction * count)) :]
 
     def gradient(y: torch.Tensor) -> torch.Tensor:
-        return _tiles(_gradient_magnitude(y), patch).mean(dim=-1).gather(1, edges).mean(dim=1).float()
+        return tiles(_gradient_magnitude(y), patch).mean(dim=-1).gather(1, edges).mean(dim=1).float()
 
     acutance, acutance_bicubic = edge_acutance(pred, bicubic)
     return {"noise": _high_pass_energy(p, flat, patch, sigma), "noise_bicubic": _high_pass_energy(b, flat, patch, sigma),
@@ -344,8 +345,8 @@ def edge_acutance(pred: torch.Tensor, bicubic: torch.Tensor, fraction: float = A
     counts) is divided by its range (max - min) in the ``window`` x ``window`` around it, and the
     quotients are averaged. For a step of any contrast blurred by a Gaussian of sigma ``s`` pixels
     (``s`` well under the window) this is about ``1 / (2.5 s)`` (tests/test_eval_native.py has the
-    exact form): contrast-independent and higher when
-    crisper; overshoot (halos) raises the range and lowers it; noise on flat areas does not reach it.
+    exact form): contrast-independent and higher when crisper; overshoot (halos) raises the range
+    and lowers it; noise on flat areas does not reach it.
     A set's figure, as the others: ``sum(output) / sum(bicubic)``.
     """
     _check_pair(pred, bicubic)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from eval.data import crop_to_multiple, list_images
+from eval.data import centre_crop, crop_to_multiple, list_images
 from eval.methods import Method, MethodContext, build_method, parse_method
 from eval.metrics import no_reference_measures, quantize
 from eval.plots import plot_crops
@@ -93,11 +93,8 @@ def run_native(config: NativeConfig, methods: list[Method] | None = None,
     paths = paths[: config.limit] if config.limit else paths
     inputs = []
     for path in paths:
-        lr = crop_to_multiple(load_image(path).rgb, 8)
-        if config.input_crop:
-            side_h, side_w = min(config.input_crop, lr.shape[-2]), min(config.input_crop, lr.shape[-1])
-            top, left = (lr.shape[-2] - side_h) // 2 // 8 * 8, (lr.shape[-1] - side_w) // 2 // 8 * 8
-            lr = crop_to_multiple(lr[:, top : top + side_h, left : left + side_w], 8)
+        lr = load_image(path).rgb
+        lr = centre_crop(lr, config.input_crop) if config.input_crop else crop_to_multiple(lr, 8)
         lr = lr[None].contiguous()
         inputs.append((path.stem, lr, quantize(upsample(lr, config.scale))))
     crops: dict[str, dict[str, torch.Tensor]] = {}

@@ -24,12 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from flowup.codecs import load_codec
 from flowup.models import FlowUNet
 from train.module import flow_from_hparams
+
+if TYPE_CHECKING:
+    from flowup.pipeline import FlowUpPipeline
 
 __all__ = ["export_cascade", "export_checkpoint", "export_clean", "main"]
 

@@ -25,8 +25,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from eval.data import crop_to_multiple
-from eval.metrics import no_reference_measures, quantize, rgb_to_y
+from eval.data import centre_crop, crop_to_multiple
+from eval.metrics import no_reference_measures, quantize, rgb_to_y, tiles
 from flowup import FlowUpPipeline
 from flowup.degradations import PROFILES, degrade
 from flowup.image_io import load_image
@@ -34,14 +34,6 @@ from flowup.pipeline import default_model_path
 from flowup.resample import upsample
 
 SHARED = "../shared/data"
-
-
-def centre(image: torch.Tensor, side: int) -> torch.Tensor:
-    """``(3, H, W)`` -> the centre ``side`` x ``side`` (multiples of 8), batched: ``(1, 3, s, s)``."""
-    image = crop_to_multiple(image, 8)
-    h, w = min(side, image.shape[-2]), min(side, image.shape[-1])
-    top, left = (image.shape[-2] - h) // 2 // 8 * 8, (image.shape[-1] - w) // 2 // 8 * 8
-    return image[None, :, top : top + h, left : left + w].contiguous()
 
 
 def flat_noise(outputs: list[torch.Tensor], inputs: list[torch.Tensor]) -> float:
@@ -59,15 +51,9 @@ def immerkaer_sigma(image: torch.Tensor, tile: int = 8, flat_fraction: float = 0
     kernel = torch.tensor([[1.0, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=y.dtype)
     response = F.conv2d(y[None, None], kernel[None, None])[0, 0].abs()
     smooth = F.avg_pool2d(y[None, None], 5, stride=1, padding=2)[0, 0, 1:-1, 1:-1]
-    rows, cols = response.shape[0] // tile, response.shape[1] // tile
-
-    def tiles(x: torch.Tensor) -> torch.Tensor:
-        return (
-            x[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile).permute(0, 2, 1, 3).reshape(rows * cols, -1)
-        )
-
-    flattest = tiles(smooth).var(dim=1).argsort()[: max(1, round(flat_fraction * rows * cols))]
-    return math.sqrt(math.pi / 2) / 6 * float(tiles(response)[flattest].mean())
+    smooth_tiles, response_tiles = (tiles(x[None, None], tile)[0] for x in (smooth, response))  # (P, tile * tile)
+    flattest = smooth_tiles.var(dim=1).argsort()[: max(1, round(flat_fraction * smooth_tiles.shape[0]))]
+    return math.sqrt(math.pi / 2) / 6 * float(response_tiles[flattest].mean())
 
 
 def main() -> None:
@@ -79,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     pipe = FlowUpPipeline.from_pretrained(default_model_path())
-    inputs = [centre(load_image(p).rgb, args.crop) for p in args.images]
+    inputs = [centre_crop(load_image(p).rgb, args.crop)[None].contiguous() for p in args.images]
 
     def run(lr: torch.Tensor, seed: int = 0, **kwargs) -> torch.Tensor:
         out = pipe(lr, output_type="pt", generator=torch.Generator().manual_seed(seed), **kwargs).images
