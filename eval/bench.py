@@ -12,7 +12,7 @@ Sections:
 - ``x2`` / ``x4`` at each input size: flowup's default (the model's steps and back-projection, the
   runtime ``auto`` picks, :mod:`flowup.runtimes`), flowup on
   PyTorch float32 eager (the default before the fast paths), the other fast runtimes this machine
-  can run (the opt-in int8 one among them; with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
+  can run (the int8 one among them; with each one's PSNR against float32), flowup's stages timed alone (encode / flow per NFE / decode /
   back-projection), PSU (flowup's source: bicubic + codec round trip), bicubic, and Real-ESRGAN
   through ncnn (:mod:`eval.realesrgan`): ``realesr-animevideov3-x2`` (compact; twice for x4) and
   ``realesrgan-x4plus`` (x4 native; its x2 row is the x4 output downsampled, as its tools do).

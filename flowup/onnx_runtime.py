@@ -113,8 +113,8 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
                 extra_flows: dict[str, nn.Module] | None = None) -> dict[str, Path]:  # fmt: skip
     """Write the :data:`GRAPHS` (and with ``joined`` also ``encoder.onnx`` / ``decoder.onnx``) and
     ``onnx_manifest.json`` to ``out_dir``; returns ``{graph name: path}``. Exports float32 copies on
-    the CPU; the given modules are not changed. ``int8``: the codec's local graphs quantized
-    (:mod:`flowup.onnx_int8`, calibrated on the model's stage of ``factor`` at its ``noise_alpha``; the joined graphs are built
+    the CPU; the given modules are not changed. ``int8``: the graphs of
+    :data:`flowup.onnx_int8.QUANTIZED_GRAPHS` quantized (:mod:`flowup.onnx_int8`, calibrated on the model's stage of ``factor`` at its ``noise_alpha``; the joined graphs are built
     from the quantized halves). ``extra_flows``: more velocity networks of the model (e.g.
     ``{"cascade_flow": ...}``), each written as ``<name>.onnx`` beside ``flow.onnx``."""
     out = Path(out_dir)
@@ -151,10 +151,10 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
         _export_one(_Call(fn), (example,), names, paths[name], {names[0]: nchw, names[1]: nchw})
     quantization = None
     if int8:
-        from flowup.onnx_int8 import quantize_codec_graphs
+        from flowup.onnx_int8 import quantize_graphs
 
         with torch.no_grad():
-            quantization = quantize_codec_graphs(out, flow32.flow, codec32, noise_alpha, factor)
+            quantization = quantize_graphs(out, flow32.flow, codec32, noise_alpha, factor)
     if joined:
         paths["encoder"] = _join(paths["encoder_local"], paths["encoder_image_wide"], out / "encoder.onnx")
         paths["decoder"] = _join(paths["decoder_image_wide"], paths["decoder_local"], out / "decoder.onnx")
@@ -254,7 +254,7 @@ def _session_call(session) -> Callable[..., torch.Tensor]:
 def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, int8: bool = False,
                 noise_alpha: float = DEFAULT_NOISE_ALPHA, factor: int = 2) -> OnnxEngine:  # fmt: skip
     """The engine for these networks: exported once into the cache, then loaded from there.
-    ``int8``: the codec's local graphs quantized (:mod:`flowup.onnx_int8`, calibrated on a stage
+    ``int8``: the flow's convolutions and the codec's local graphs quantized (:mod:`flowup.onnx_int8`, calibrated on a stage
     of ``factor`` at ``noise_alpha``), cached apart."""
     key = fingerprint(flow, codec)
     if int8:

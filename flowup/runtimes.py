@@ -6,10 +6,12 @@ geometry of the network behind them. The pipeline, the CLI, the ComfyUI node, th
 bench all read :data:`RUNTIME_NAMES`; importing this module imports no torch (the CLI starts
 without it), the runtimes' own modules load when an engine is asked for.
 
-``"auto"`` picks, on a CPU with float32 weights, ``torch-bf16`` where the CPU has AMX tiles,
-else ``onnx`` where ONNX Runtime can run the networks, else ``torch``; ``torch`` elsewhere (GPU,
-half precision). It never picks a runtime whose output differs from float32 beyond rounding
-(``exact=False``). Speeds: docs/speed.md.
+``"auto"`` picks, on a CPU with float32 weights, the first of :data:`AUTO_CPU_PREFERENCE` that can
+run the networks there, else ``torch``; ``torch`` elsewhere (GPU, half precision). Where the CPU
+has AMX tiles that is ``torch-bf16``; elsewhere ``onnx-int8``, the fastest there, whose output is
+not float32's to rounding but measures the same (0.02-0.07 dB PSNR-Y under float32, patch-FID
+within 3 %, on clean, degraded and native generated inputs), then ``onnx``. Speeds and
+quality: docs/speed.md.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ if TYPE_CHECKING:
 
     from flowup.codecs import Codec, CodecStages
 
-__all__ = ["AUTO", "RUNTIME_NAMES", "RUNTIMES", "Engine", "EngineCache", "Runtime", "RuntimeUnavailableError",
+__all__ = ["AUTO", "AUTO_CPU_PREFERENCE", "RUNTIME_NAMES", "RUNTIMES", "Engine", "EngineCache", "Runtime", "RuntimeUnavailableError",
            "check_runtime_name", "choose_runtime", "unavailable_reason"]  # fmt: skip
 
 AUTO = "auto"
+#: What ``"auto"`` tries on a CPU with float32 weights, fastest first (docs/speed.md): with AMX
+#: tiles (``"amx"``) and without (``"other"``).
+AUTO_CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"amx": ("torch-bf16", "onnx-int8", "onnx"), "other": ("onnx-int8", "onnx")}
 
 
 class RuntimeUnavailableError(RuntimeError):
@@ -65,8 +70,8 @@ class Engine:
 
 @dataclass(frozen=True)
 class Runtime:
-    """One way to run the networks. ``exact``: its output equals float32's to rounding (``auto``
-    may pick it). ``reason(flow, codec, device)``: why it cannot run here, or None.
+    """One way to run the networks. ``exact``: its output equals float32's to rounding (else: close
+    to it, measured in docs/speed.md). ``reason(flow, codec, device)``: why it cannot run here, or None.
     ``build(flow, codec, noise_alpha, factor)``: the :class:`Engine` of a stage of ``factor`` whose
     source is noised to ``noise_alpha`` (what the int8 calibration reproduces)."""
 
@@ -132,7 +137,7 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("torch", "PyTorch, the weights' own dtype and device", True, _torch_reason, _torch_build),
         Runtime("torch-bf16", "oneDNN bfloat16 on a CPU (fastest where it has AMX)", True, _bf16_reason, _bf16_build),
         Runtime("onnx", "ONNX Runtime, CPU, float32", True, _onnx_reason, _onnx_build),
-        Runtime("onnx-int8", "ONNX Runtime with the codec in 8-bit integers (opt-in: faster, slightly less exact)", False,
+        Runtime("onnx-int8", "ONNX Runtime, the codec and the flow's convolutions in 8-bit integers (fastest without AMX)", False,
                 _int8_reason, _int8_build),
     )
 }  # fmt: skip
@@ -153,7 +158,7 @@ def unavailable_reason(name: str, flow: nn.Module, codec: Codec, device: torch.d
 
 def choose_runtime(requested: str, flow: nn.Module, codec: Codec, device: torch.device) -> str:
     """The runtime a call runs: ``requested`` itself (``RuntimeUnavailableError`` where it cannot
-    run here) or, for ``"auto"``, the fastest exact runtime that can (module docstring)."""
+    run here) or, for ``"auto"``, the first of :data:`AUTO_CPU_PREFERENCE` that can (module docstring)."""
     if requested != AUTO:
         reason = unavailable_reason(requested, flow, codec, device)
         if reason is not None:
@@ -161,7 +166,7 @@ def choose_runtime(requested: str, flow: nn.Module, codec: Codec, device: torch.
         return requested
     from flowup.bf16_runtime import cpu_has_amx
 
-    preferred = ("torch-bf16", "onnx") if cpu_has_amx() else ("onnx",)
+    preferred = AUTO_CPU_PREFERENCE["amx" if cpu_has_amx() else "other"]
     return next((name for name in preferred if unavailable_reason(name, flow, codec, device) is None), "torch")
 
 

@@ -1,6 +1,6 @@
-"""The onnx-int8 runtime: the codec's local graphs are quantized (and nothing else), the output
+"""The onnx-int8 runtime: the codec's local graphs and the flow's convolutions are quantized (and nothing else), the output
 stays close to float32 but is not float32's, exports are cached apart from the float32 ones and
-reused, the runtime is opt-in, and eval / CLI expose it."""
+reused, ``auto`` picks it on CPUs without AMX, and eval / CLI expose it."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
-def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32(capfd):
+def test_int8_quantizes_the_local_codec_graphs_and_the_flow_convolutions_and_stays_close_to_float32(capfd):
     pipe = make_tiny_pipeline(default_back_projection_steps=2)
     image = torch.rand(1, 3, 40, 72)
     expected = pipe(image=image, generator=torch.Generator().manual_seed(1), output_type="pt").images
@@ -44,11 +44,18 @@ def test_int8_quantizes_the_local_codec_graphs_only_and_stays_close_to_float32(c
 
     folder = pipe._engines.built("onnx-int8", "flow", None).backend.folder
     manifest = json.loads((folder / "onnx_manifest.json").read_text())
-    assert manifest["quantization"]["graphs"] == ["encoder_local", "decoder_local"]
-    for name in ("encoder_local", "decoder_local"):
+    assert manifest["quantization"]["graphs"] == {"flow": ["Conv"], "encoder_local": "all", "decoder_local": "all"}
+    for name in ("flow", "encoder_local", "decoder_local"):
         assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(folder / f"{name}.onnx")
-    for name in ("flow", "encoder_image_wide", "decoder_image_wide"):
+    for name in ("encoder_image_wide", "decoder_image_wide"):
         assert "QuantizeLinear" not in _op_types(folder / f"{name}.onnx")
+    flow_graph = onnx.load(str(folder / "flow.onnx")).graph
+    quantized = {node.input[0] for node in flow_graph.node if node.op_type == "DequantizeLinear"}
+    for node in flow_graph.node:  # the flow's convolutions read dequantized int8, its norms float32
+        if node.op_type == "Conv":
+            assert node.input[0] in {n.output[0] for n in flow_graph.node if n.op_type == "DequantizeLinear"}
+        if node.op_type == "ReduceMean":
+            assert not any(o in quantized for o in node.output)
     assert not list(folder.glob("*.int8.onnx")) and not list(folder.glob("*-inferred.onnx"))  # no scratch files
 
     x4 = pipe(image=image, scale=4, generator=torch.Generator().manual_seed(1), output_type="pt").images
@@ -70,15 +77,18 @@ def test_int8_exports_are_cached_apart_from_float32_and_reused(monkeypatch):
     def no_quantize(*args, **kwargs):
         raise AssertionError("quantized again although the cache holds these weights")
 
-    monkeypatch.setattr(onnx_int8, "quantize_codec_graphs", no_quantize)
+    monkeypatch.setattr(onnx_int8, "quantize_graphs", no_quantize)
     fresh = make_tiny_pipeline().set_runtime("onnx-int8")
     fresh(image=image)
     assert fresh._engines.built("onnx-int8", "flow", None).backend.folder == int8_folder
 
 
-def test_int8_is_opt_in_and_refused_where_onnx_cannot_run(tiny_pipeline_dir, monkeypatch):
+def test_auto_picks_int8_on_cpus_without_amx_and_int8_is_refused_where_onnx_cannot_run(tiny_pipeline_dir, monkeypatch):
     monkeypatch.setattr("flowup.bf16_runtime.cpu_has_amx", lambda: False)
-    assert FlowUpPipeline.from_pretrained(tiny_pipeline_dir).active_runtime() == "onnx"  # auto never picks int8
+    assert FlowUpPipeline.from_pretrained(tiny_pipeline_dir).active_runtime() == "onnx-int8"
+    monkeypatch.setattr("flowup.bf16_runtime.cpu_has_amx", lambda: True)
+    bf16 = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
+    assert bf16.active_runtime() in ("torch-bf16", "onnx-int8")  # bfloat16 first where oneDNN has it
     half = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16, runtime="onnx-int8")
     with pytest.raises(RuntimeUnavailableError, match="onnx-int8.*float32"):
         half.active_runtime()
@@ -90,11 +100,15 @@ def test_calibration_feeds_are_the_shapes_the_graphs_take():
     pipe = make_tiny_pipeline()
     multiple = pipe.codec.downscale * pipe.flow.size_multiple
     feeds = calibration_feeds(pipe.flow, pipe.codec, pipe.config.noise_alpha)
-    assert len(feeds["encoder_local"]) == 3 and len(feeds["decoder_local"]) == 6
-    for images in feeds["encoder_local"]:
+    assert len(feeds["encoder_local"]) == 3 and len(feeds["flow"]) == 6 and len(feeds["decoder_local"]) == 6
+    for feed in feeds["encoder_local"]:
+        images = feed["images"]
         assert images.shape[:2] == (1, 3) and images.shape[2] % multiple == 0 and images.shape[3] % multiple == 0
         assert 0 <= images.min() and images.max() <= 1
-    assert all(f.shape[1] == 64 for f in feeds["decoder_local"])  # TAEF2's feature width
+    assert sorted(float(f["t"][0]) for f in feeds["flow"]) == [0.0, 0.0, 0.0, 0.5, 0.5, 0.5]
+    for feed in feeds["flow"]:
+        assert feed["x_t"].shape == feed["cond"].shape and feed["x_t"].shape[1] == pipe.flow.config.latent_channels
+    assert all(f["features"].shape[1] == 64 for f in feeds["decoder_local"])  # TAEF2's feature width
 
 
 def test_eval_spec_int8_runs_the_row_on_the_int8_runtime(tiny_pipeline_dir):
@@ -134,10 +148,9 @@ def test_cli_export_onnx_int8_writes_quantized_joined_graphs_that_run(tmp_path, 
     out = tmp_path / "onnx-int8"
     assert main(["export-onnx", str(tiny_pipeline_dir), str(out), "--int8"]) == 0
     manifest = json.loads((out / "onnx_manifest.json").read_text())
-    assert manifest["quantization"]["graphs"] == ["encoder_local", "decoder_local"]
-    for name in ("encoder", "decoder", "encoder_local", "decoder_local"):  # joined from the quantized halves
+    assert list(manifest["quantization"]["graphs"]) == ["flow", "encoder_local", "decoder_local"]
+    for name in ("flow", "encoder", "decoder", "encoder_local", "decoder_local"):  # joined from the quantized halves
         assert "QuantizeLinear" in _op_types(out / f"{name}.onnx")
-    assert "QuantizeLinear" not in _op_types(out / "flow.onnx")
     decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     images = decoder.run(None, {decoder.get_inputs()[0].name: np.zeros((2, 32, 3, 5), np.float32)})[0]
     assert images.shape == (2, 3, 24, 40)

@@ -67,8 +67,9 @@ def test_onnx_runtime_matches_torch_runtime(tiles):
 
 def test_from_pretrained_defaults_to_onnx_on_cpu_without_amx_and_falls_back(tiny_pipeline_dir, monkeypatch):
     monkeypatch.setattr("flowup.bf16_runtime.cpu_has_amx", lambda: False)
+    monkeypatch.setattr("flowup.onnx_int8.int8_unavailable_reason", lambda: "no quantizer here")
     pipe = FlowUpPipeline.from_pretrained(tiny_pipeline_dir)
-    assert pipe.runtime == "auto" and pipe.active_runtime() == "onnx"
+    assert pipe.runtime == "auto" and pipe.active_runtime() == "onnx"  # int8 first, where it can run (test_onnx_int8)
     half = FlowUpPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16)
     assert half.active_runtime() == "torch"  # auto: ONNX Runtime runs float32 only
     half.set_runtime("onnx")

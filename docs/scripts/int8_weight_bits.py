@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python docs/scripts/int8_weight_bits.py [--hr ../shared/data/val/Set14]
 
-Quantizes the shipped model's codec twice (:func:`flowup.onnx_int8.quantize_codec_graphs` with
+Quantizes the shipped model's codec twice (:func:`flowup.onnx_int8.quantize_graphs` with
 8-bit and with 7-bit weights), upscales every image of ``--hr`` x2 at the model's defaults (seed 0)
 with ONNX Runtime float32 and with each quantized export, and prints per image the PSNR (RGB)
 against float32 and the PSNR-Y against the high-res image. On CPUs without VNNI, 8-bit weights let
@@ -20,7 +20,7 @@ import torch
 from eval.data import list_images, prepare_image
 from eval.metrics import psnr_y
 from flowup import FlowUpPipeline
-from flowup.onnx_int8 import quantize_codec_graphs
+from flowup.onnx_int8 import quantize_graphs
 from flowup.onnx_runtime import OnnxEngine, export_onnx
 from flowup.pipeline import default_model_path
 from flowup.runtimes import Engine
@@ -45,7 +45,7 @@ def main() -> None:
             folder = Path(tmp) / name.replace(" ", "-")
             export_onnx(pipe.flow, pipe.codec, folder)
             if bits is not None:
-                quantize_codec_graphs(folder, pipe.flow, pipe.codec, pipe.config.noise_alpha, 2, weight_bits=bits)
+                quantize_graphs(folder, pipe.flow, pipe.codec, pipe.config.noise_alpha, 2, weight_bits=bits)
             engines[name] = OnnxEngine.load(folder)
         print(f"{'image':16s} " + " | ".join(f"{n}: vs float32 dB, PSNR-Y" for n in engines if n != "float32"))
         for path in list_images(args.hr):

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_DIR", help="model folder saved by FlowUpPipeline.save_pretrained")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write the .onnx files to (created if needed)")
     p.add_argument("--int8", action="store_true",
-                   help="quantize the codec's convolutions to 8-bit integers, as the int8 runtime runs "
-                        "them (encoder / decoder graphs; the flow stays float32; docs/speed.md)")
+                   help="quantize the codec's and the flow's convolutions to 8-bit integers, as the int8 "
+                        "runtime runs them (docs/speed.md)")
     p.set_defaults(func=run, prog_name="flowup")
     return p
 

@@ -57,14 +57,15 @@ examples:
   flowup upscale big.png -o big_2x.webp --tile 64 --device cpu # one file, small tiles
   flowup upscale in/ -o out/ --format same --skip-existing     # resume an interrupted batch
   flowup upscale in/ -o out/ --threads 4 --runtime torch       # 4 CPU threads, PyTorch kernels
-  flowup upscale in/ -o out/ --runtime onnx-int8               # CPU without AMX: 8-bit codec, faster
+  flowup upscale in/ -o out/ --runtime onnx                    # float32 ONNX Runtime (exact, slower)
 
 Images of any size and mode work: EXIF orientation is applied, greyscale stays greyscale,
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
 Inputs of one folder whose outputs would share a name (a.jpg, a.png) are named apart
 (a_jpg_x2.png, a_png_x2.png). On "out of memory", lower --tile (e.g. 64) or use --device cpu.
-On a CPU the networks run in bfloat16 where the CPU has AMX, else on ONNX Runtime (the first
-run exports the model once, cached in ~/.cache/flowup/onnx). See docs/speed.md.
+On a CPU the networks run in bfloat16 where the CPU has AMX, else on ONNX Runtime in 8-bit
+integers (the first run exports and quantizes the model once, about 10 s on 2 cores, cached in
+~/.cache/flowup/onnx). See docs/speed.md.
 """
 
 
@@ -111,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "float16 is refused on a CPU, where it is about 10x slower)")
     p.add_argument("--runtime", choices=RUNTIME_NAMES, default="auto",
                    help="what runs the networks: " + "; ".join(f"{r.name} = {r.description}" for r in RUNTIMES.values())
-                        + " (default: auto = the fastest exact one here: docs/speed.md)")
+                        + " (default: auto = the fastest one here: docs/speed.md)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for the networks (default: PyTorch's default, one per core)")
     p.add_argument("--format", choices=("png", "jpg", "webp", "same"), default="png",
