@@ -341,11 +341,16 @@ def test_cli_prompts_file_seeds_and_no_save_base(tiny_sd_dir, tiny_pipeline_dir,
     seeds = [r["seed"] for r in json.loads((out_a / "generate.json").read_text())["images"]]
     assert seeds == [7, 8, 9, 10]
     # same seed, batch of 2: the same pixels (each image has its own generator), up to one grey
-    # level of float rounding: batched convolutions may sum in another order
+    # level of float rounding: batched convolutions may sum in another order; under the int8
+    # runtime (auto's pick on CPUs without AMX) such a difference can flip an 8-bit activation step
+    from flowup import FlowUpPipeline
+    from flowup.runtimes import RUNTIMES
+
+    exact = RUNTIMES[FlowUpPipeline.from_pretrained(tiny_pipeline_dir).active_runtime()].exact
     assert _cli(_cli_args(tiny_sd_dir, tiny_pipeline_dir, out_b, *extra, "--batch-size", "2")) == 0
     for name in names:
         a, b = (np.asarray(Image.open(d / name), dtype=np.int16) for d in (out_a, out_b))
-        assert np.abs(a - b).max() <= 1
+        assert np.abs(a - b).max() <= (1 if exact else 4) and np.abs(a - b).mean() < 0.5
     assert Image.open(out_a / names[0]).tobytes() != Image.open(out_a / names[1]).tobytes()
 
 
