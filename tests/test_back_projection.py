@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from flowup.back_projection import back_project, low_res_error
+from flowup.back_projection import ROUND_TRIP_RADIUS, _axis_matrix, back_project, low_res_error, low_res_round_trip
 from flowup.resample import downsample, upsample
 
 
@@ -35,6 +35,39 @@ def test_converges_to_a_consistent_image(factor):
     errors = [low_res_error(back_project(sr, lr, k), lr).abs().max().item() for k in (0, 1, 3, 30)]
     assert errors[0] > 0.1
     assert errors[0] > errors[1] > errors[2] > errors[3] and errors[3] < 1e-3
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 9), (2, 2), (5, 7), (13, 12), (37, 130)])
+def test_low_res_round_trip_is_upsample_then_downsample(factor, size):
+    """D(U(x)) on the low-res grid equals the two resampling functions at full resolution, to float
+    rounding (the kernels' own weights move by float32 rounding along an axis at odd factors)."""
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(5))
+    expected = downsample(upsample(x, factor, clamp=False), factor, clamp=False)
+    torch.testing.assert_close(low_res_round_trip(x, factor), expected, atol=2e-6 if factor != 3 else 5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_round_trip_is_a_7_tap_filter_away_from_three_end_pixels(factor):
+    """What the low-res recursion relies on: along an axis, every pixel but the 3 at each end reads
+    the same 7 taps (ROUND_TRIP_RADIUS 3 each side), and no pixel reads further."""
+    r, n = ROUND_TRIP_RADIUS, 64
+    matrix = _axis_matrix(n, factor)
+    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    assert matrix[(rows - cols).abs() > r].abs().max() < 1e-12
+    interior = torch.stack([matrix[i, i - r : i + r + 1] for i in range(r, n - r)])
+    assert (interior - interior[0]).abs().max() < 1e-12
+    assert (matrix[0, : 2 * r + 1] - interior[0]).abs().max() > 1e-3  # the ends differ
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_back_project_equals_the_step_by_step_iteration(steps):
+    """The low-res recursion gives what ``sr <- sr + U(lr - D(sr))`` step by step gives."""
+    lr, sr = _smooth(2, 24, 20, seed=6), _smooth(2, 48, 40, seed=7) + 0.01 * torch.randn(2, 3, 48, 40)
+    expected = sr
+    for _ in range(steps):
+        expected = expected + upsample(low_res_error(expected, lr), 2, clamp=False)
+    torch.testing.assert_close(back_project(sr, lr, steps), expected.clamp(0, 1), atol=2e-6, rtol=0)
 
 
 def test_keeps_detail_the_downsampling_cannot_see():
