@@ -18,8 +18,9 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             detail the flow adds: the pipeline's ``detail``; ``d1,0.5``: one per
                             stage at x4), ``flowup:ibp5`` (x4:
                             5 back-projection steps of the output onto the input itself),
-                            ``flowup:int8`` (the ``onnx-int8`` runtime, :mod:`flowup.onnx_int8`,
-                            instead of the run's), ``flowup:dn0`` (the pipeline's ``denoise``,
+                            ``flowup:int8`` / ``flowup:fp32`` (the ``onnx-int8`` runtime,
+                            :mod:`flowup.onnx_int8`, / float32 ONNX Runtime instead of the run's,
+                            which is ``auto``'s pick: int8 on CPUs without AMX), ``flowup:dn0`` (the pipeline's ``denoise``,
                             0 to 1: :mod:`flowup.denoise`), ``flowup:taef2`` (the full-resolution
                             TAEF2 codec instead of the model's lean one); without arguments the
                             model's defaults
@@ -305,11 +306,19 @@ def _full_codec_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != "taef2"]), True
 
 
-def _int8_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
-    """Split an ``int8`` argument (run this row on the ``onnx-int8`` runtime) off the arguments."""
-    if "int8" not in spec.args:
-        return spec, False
-    return dataclasses.replace(spec, args=[a for a in spec.args if a != "int8"]), True
+#: Row arguments that run a flowup row on a runtime of its own, whatever the run's: ``int8`` the
+#: ``onnx-int8`` runtime, ``fp32`` float32 ONNX Runtime (PyTorch float32's output to rounding).
+RUNTIME_ARGS = {"int8": "onnx-int8", "fp32": "onnx"}
+
+
+def _runtime_arg(spec: MethodSpec) -> tuple[MethodSpec, str | None]:
+    """Split a :data:`RUNTIME_ARGS` argument off the arguments: ``(rest, runtime or None)``."""
+    chosen = [a for a in spec.args if a in RUNTIME_ARGS]
+    if len(chosen) > 1:
+        raise UnknownMethodError(f"{spec.text!r}: at most one of {', '.join(RUNTIME_ARGS)}")
+    if not chosen:
+        return spec, None
+    return dataclasses.replace(spec, args=[a for a in spec.args if a not in RUNTIME_ARGS]), RUNTIME_ARGS[chosen[0]]
 
 
 def _solver_args(spec: MethodSpec) -> tuple[str | None, int | None, int | None, float | None, int]:
@@ -337,7 +346,7 @@ class FlowUp(Method):
 
     def __init__(self, spec: MethodSpec, ctx: MethodContext, pipeline=None):
         super().__init__(spec, ctx)
-        spec, int8 = _int8_arg(spec)
+        spec, runtime = _runtime_arg(spec)
         spec, full_codec = _full_codec_arg(spec)
         spec, self.denoise = _denoise_arg(spec)
         self.solver, self.steps, self.back_projection_steps, self.detail, self.input_back_projection_steps = (
@@ -357,8 +366,8 @@ class FlowUp(Method):
             pipeline = FlowUpPipeline.from_pretrained(folder, codec=codec, runtime=ctx.runtime)
             self.training_cost = read_training_cost(folder)
         self.pipe = pipeline.to(ctx.device)
-        if int8:  # this row only, whatever the run's runtime
-            self.pipe.set_runtime("onnx-int8")
+        if runtime is not None:  # this row only, whatever the run's runtime
+            self.pipe.set_runtime(runtime)
         self.pipe.set_progress_bar_config(disable=True)
 
     def modules(self) -> list[nn.Module]:
@@ -574,7 +583,7 @@ def parse_method(text: str) -> MethodSpec:
         raise UnknownMethodError(f"{text!r}: empty label before '='")
     spec = MethodSpec(text=body, label=label.strip(), family=family, path=path, args=args)
     if family == "flowup":
-        _solver_args(_denoise_arg(_full_codec_arg(_int8_arg(spec)[0])[0])[0])  # validate early, before any model is loaded
+        _solver_args(_denoise_arg(_full_codec_arg(_runtime_arg(spec)[0])[0])[0])  # validate early, before any model is loaded
     return spec
 
 

@@ -119,6 +119,9 @@ def test_eval_spec_int8_runs_the_row_on_the_int8_runtime(tiny_pipeline_dir):
     method = build_method("flowup:euler:1:int8", ctx)
     assert (method.solver, method.steps) == ("euler", 1) and method.pipe.runtime == "onnx-int8"
     assert build_method("flowup", ctx).pipe.runtime == "torch"
+    assert build_method("flowup:fp32", ctx).pipe.runtime == "onnx"  # float32, whatever auto picks
+    with pytest.raises(ValueError, match="at most one"):
+        build_method("flowup:int8:fp32", ctx)
     lr = torch.rand(1, 3, 16, 24)
     assert method.upscale(lr, None).shape == (1, 3, 32, 48)
 
