@@ -42,6 +42,7 @@ class EvalConfig:
     codec: str = "taef2"  # codec of the psu / latent-bilinear / codec-hr baselines
     limit: int | None = None  # first N images only
     device: str = "auto"  # auto: cuda if available, else cpu
+    runtime: str = "auto"  # what runs the flowup and PSU rows (flowup.runtimes; auto: int8 on CPUs without AMX)
     repeats: int = 1  # timed runs per image (median), after one warm-up call per method
     seed: int = 0
     crop: str = "center"  # crop to a multiple of 8 * scale: center | topleft
@@ -67,6 +68,9 @@ class EvalConfig:
             raise ValueError(f"--repeats must be at least 1, got {self.repeats}")
         if not self.methods:
             raise ValueError("no methods given (--methods ...)")
+        from flowup.runtimes import check_runtime_name
+
+        check_runtime_name(self.runtime)
         from eval.data import INPUT_PROFILES
 
         if self.degrade not in INPUT_PROFILES:
@@ -184,7 +188,7 @@ def run_evaluation(
     roots = [Path(folder).expanduser() for folder in config.hr]
     ctx = MethodContext(
         scale=config.scale, device=config.device, model=config.model, codec_spec=config.codec, codec=codec,
-        sd_upscaler=config.sd_upscaler, sd_prompt=config.sd_prompt, seed=config.seed,
+        sd_upscaler=config.sd_upscaler, sd_prompt=config.sd_prompt, seed=config.seed, runtime=config.runtime,
     )  # fmt: skip
     if methods is None:
         methods = [build_method(spec, ctx) for spec in specs]

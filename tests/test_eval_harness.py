@@ -183,3 +183,18 @@ def test_degrade_profiles_make_8_bit_inputs_seeded_per_image(hr_dir, tmp_path):
     jpeg = run_evaluation(config).methods[0].summary["psnr_y"]
     config.degrade = "clean"
     assert run_evaluation(config).methods[0].summary["psnr_y"] > jpeg
+
+
+def test_runtime_option_reaches_the_methods(hr_dir, tmp_path, monkeypatch):
+    """``--runtime`` / ``runtime:`` picks what runs the flowup and PSU rows (checked like the CLI's)."""
+    import eval.harness as harness
+
+    with pytest.raises(ValueError, match="runtime"):
+        EvalConfig(hr=[str(hr_dir)], runtime="tensorrt")
+    seen = []
+    real = harness.build_method
+    monkeypatch.setattr(harness, "build_method", lambda spec, ctx: seen.append(ctx.runtime) or real(spec, ctx))
+    config = EvalConfig(hr=[str(hr_dir)], methods=["bicubic"], out=str(tmp_path / "o"), device="cpu", limit=1,
+                        fid_features="none", patch_size=32, runtime="onnx")  # fmt: skip
+    run_evaluation(config, log=lambda _: None)
+    assert seen == ["onnx"]
