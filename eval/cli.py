@@ -40,8 +40,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", help="codec of psu / latent-bilinear / codec-hr (default taef2)")
     p.add_argument("--limit", type=int, help="evaluate the first N images only")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--runtime", help="what runs the flowup and PSU rows: auto (default: int8 on CPUs without AMX), "
-                   "torch, torch-bf16, onnx (float32), onnx-int8; a row's :int8 / :fp32 overrides it")
+    p.add_argument("--runtime", help="what runs the flowup and PSU rows: auto-exact (default: the fastest runtime with "
+                   "float32's output), auto (the product's: int8 on CPUs without AMX), torch, torch-bf16, onnx, "
+                   "onnx-int8; a row's :int8 / :fp32 overrides it")
     p.add_argument("--repeats", type=int, help="timed runs per image, median reported (default 1)")
     p.add_argument("--seed", type=int, help="noise seed of generative methods (default 0)")
     p.add_argument("--crop", choices=["center", "topleft"], help="anchor of the crop to a multiple of 8*scale")

@@ -42,7 +42,7 @@ class EvalConfig:
     codec: str = "taef2"  # codec of the psu / latent-bilinear / codec-hr baselines
     limit: int | None = None  # first N images only
     device: str = "auto"  # auto: cuda if available, else cpu
-    runtime: str = "auto"  # what runs the flowup and PSU rows (flowup.runtimes; auto: int8 on CPUs without AMX)
+    runtime: str = "auto-exact"  # what runs the flowup and PSU rows (flowup.runtimes): float32's output by default
     repeats: int = 1  # timed runs per image (median), after one warm-up call per method
     seed: int = 0
     crop: str = "center"  # crop to a multiple of 8 * scale: center | topleft

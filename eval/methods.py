@@ -20,7 +20,7 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             5 back-projection steps of the output onto the input itself),
                             ``flowup:int8`` / ``flowup:fp32`` (the ``onnx-int8`` runtime,
                             :mod:`flowup.onnx_int8`, / float32 ONNX Runtime instead of the run's,
-                            which is ``auto``'s pick: int8 on CPUs without AMX), ``flowup:dn0`` (the pipeline's ``denoise``,
+                            by default ``auto-exact``: float32's output), ``flowup:dn0`` (the pipeline's ``denoise``,
                             0 to 1: :mod:`flowup.denoise`), ``flowup:taef2`` (the full-resolution
                             TAEF2 codec instead of the model's lean one); without arguments the
                             model's defaults
@@ -108,7 +108,7 @@ class MethodContext:
     sd_upscaler: str | None = None
     sd_prompt: str = ""
     seed: int = 0
-    runtime: str = "auto"  # FlowUpPipeline runtime of the flowup rows and PSU (tests pin "torch")
+    runtime: str = "auto-exact"  # FlowUpPipeline runtime of the flowup rows and PSU (float32's output; tests pin "torch")
 
     def get_codec(self) -> nn.Module:
         if self.codec is None:

@@ -49,6 +49,7 @@ class NativeConfig:
     model: str | None = None
     limit: int | None = None
     device: str = "cpu"
+    runtime: str = "auto-exact"  # what runs the flowup rows (flowup.runtimes): float32's output by default
     seed: int = 0
     num_crops: int = 6
     crop_size: int = 192  # side of the shown crops, output pixels
@@ -60,6 +61,9 @@ class NativeConfig:
             raise ValueError(f"--input-crop must be at least 8 pixels, got {self.input_crop}")
         if self.scale not in (2, 4):
             raise ValueError(f"--scale must be 2 or 4, got {self.scale}")
+        from flowup.runtimes import check_runtime_name
+
+        check_runtime_name(self.runtime)
         bad = [m for m in self.methods if parse_method(m).family in NEEDS_HIGH_RES]
         if bad:
             raise ValueError(f"{', '.join(bad)} needs a high-res image; native inputs have none")
@@ -82,7 +86,8 @@ def _summary(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_native(config: NativeConfig, methods: list[Method] | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Run ``config``; returns ``{"summary": [...], "rows": [...], "crops": {...}}`` and writes reports."""
-    ctx = MethodContext(scale=config.scale, device=config.device, model=config.model, seed=config.seed)
+    ctx = MethodContext(scale=config.scale, device=config.device, model=config.model, seed=config.seed,
+                        runtime=config.runtime)  # fmt: skip
     if methods is None:
         methods = [build_method(parse_method(m), ctx) for m in config.methods]
     files = [Path(p) for p in config.images if Path(p).is_file()]  # single files (a shell glob) and folders
@@ -176,6 +181,9 @@ def add_native_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="FlowUpPipeline folder for 'flowup' (default: the shipped model)")
     p.add_argument("--limit", type=int, help="the first N images only")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--runtime", default="auto-exact", help="what runs the flowup rows: auto-exact (default: the fastest "
+                   "runtime with float32's output), auto (the product's: int8 on CPUs without AMX), torch, torch-bf16, "
+                   "onnx, onnx-int8; a row's :int8 / :fp32 overrides it")
     p.add_argument("--seed", type=int, default=0, help="noise seed of generative methods (default 0)")
     p.add_argument("--input-crop", type=int, metavar="N",
                    help="score the centre N x N pixels of each input only (cheaper for slow methods; default: whole images)")

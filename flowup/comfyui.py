@@ -66,7 +66,7 @@ class FlowUpLoader:
                                    "tooltip": "auto: float16 on a GPU, float32 on the CPU (float16 is refused there)."}),
                 "runtime": (list(RUNTIME_NAMES), {"default": "auto",
                                                   "tooltip": "What runs the networks; auto picks the fastest one "
-                                                             "here. " + "; ".join(f"{r.name}: {r.description}"
+                                                             "here, auto-exact the fastest with float32's output. " + "; ".join(f"{r.name}: {r.description}"
                                                                                   for r in RUNTIMES.values())}),
             }
         }  # fmt: skip

@@ -10,7 +10,9 @@ without it), the runtimes' own modules load when an engine is asked for.
 run the networks there, else ``torch``; ``torch`` elsewhere (GPU, half precision). Where the CPU
 has AMX tiles that is ``torch-bf16``; elsewhere ``onnx-int8``, the fastest there, whose output is
 not float32's to rounding but measures the same (0.02-0.07 dB PSNR-Y under float32, patch-FID
-within 3 %, on clean, degraded and native generated inputs), then ``onnx``. Speeds and
+within 3 %, on clean, degraded and native generated inputs), then ``onnx``. ``"auto-exact"``
+picks the same way among the runtimes whose output equals float32's to rounding (``exact``): what
+evaluation tables use by default, so that they measure the model, not a runtime. Speeds and
 quality: docs/speed.md.
 """
 
@@ -25,10 +27,11 @@ if TYPE_CHECKING:
 
     from flowup.codecs import Codec, CodecStages
 
-__all__ = ["AUTO", "AUTO_CPU_PREFERENCE", "RUNTIME_NAMES", "RUNTIMES", "Engine", "EngineCache", "Runtime", "RuntimeUnavailableError",
+__all__ = ["AUTO", "AUTO_CPU_PREFERENCE", "AUTO_EXACT", "RUNTIME_NAMES", "RUNTIMES", "Engine", "EngineCache", "Runtime", "RuntimeUnavailableError",
            "check_runtime_name", "choose_runtime", "unavailable_reason"]  # fmt: skip
 
 AUTO = "auto"
+AUTO_EXACT = "auto-exact"
 #: What ``"auto"`` tries on a CPU with float32 weights, fastest first (docs/speed.md): with AMX
 #: tiles (``"amx"``) and without (``"other"``).
 AUTO_CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"amx": ("torch-bf16", "onnx-int8", "onnx"), "other": ("onnx-int8", "onnx")}
@@ -141,7 +144,7 @@ RUNTIMES: dict[str, Runtime] = {
                 _int8_reason, _int8_build),
     )
 }  # fmt: skip
-RUNTIME_NAMES: tuple[str, ...] = (AUTO, *RUNTIMES)
+RUNTIME_NAMES: tuple[str, ...] = (AUTO, AUTO_EXACT, *RUNTIMES)
 
 
 def check_runtime_name(name: str) -> str:
@@ -153,13 +156,14 @@ def check_runtime_name(name: str) -> str:
 
 def unavailable_reason(name: str, flow: nn.Module, codec: Codec, device: torch.device) -> str | None:
     """Why runtime ``name`` cannot run ``flow`` and ``codec`` on ``device`` (None: it can)."""
-    return RUNTIMES[check_runtime_name(name)].reason(flow, codec, device) if name != AUTO else None
+    return RUNTIMES[check_runtime_name(name)].reason(flow, codec, device) if name not in (AUTO, AUTO_EXACT) else None
 
 
 def choose_runtime(requested: str, flow: nn.Module, codec: Codec, device: torch.device) -> str:
     """The runtime a call runs: ``requested`` itself (``RuntimeUnavailableError`` where it cannot
-    run here) or, for ``"auto"``, the first of :data:`AUTO_CPU_PREFERENCE` that can (module docstring)."""
-    if requested != AUTO:
+    run here) or, for ``"auto"``, the first of :data:`AUTO_CPU_PREFERENCE` that can (module docstring);
+    for ``"auto-exact"`` the first of those that is exact."""
+    if requested not in (AUTO, AUTO_EXACT):
         reason = unavailable_reason(requested, flow, codec, device)
         if reason is not None:
             raise RuntimeUnavailableError(f"runtime {requested!r} cannot run this pipeline: {reason}")
@@ -167,6 +171,8 @@ def choose_runtime(requested: str, flow: nn.Module, codec: Codec, device: torch.
     from flowup.bf16_runtime import cpu_has_amx
 
     preferred = AUTO_CPU_PREFERENCE["amx" if cpu_has_amx() else "other"]
+    if requested == AUTO_EXACT:
+        preferred = tuple(name for name in preferred if RUNTIMES[name].exact)
     return next((name for name in preferred if unavailable_reason(name, flow, codec, device) is None), "torch")
 
 

@@ -47,7 +47,7 @@ def native_dir(tmp_path):
 def test_native_command_scores_methods_against_bicubic(native_dir, tmp_path, tiny_pipeline_dir, capsys):
     out = tmp_path / "out"
     code = main(["native", "--images", str(native_dir), "--methods", "bicubic", "lanczos", f"tiny=flowup@{tiny_pipeline_dir}",
-                 "--out", str(out), "--num-crops", "1", "--crop-size", "32", "--input-crop", "32"])  # fmt: skip
+                 "--out", str(out), "--num-crops", "1", "--crop-size", "32", "--input-crop", "32", "--runtime", "onnx"])  # fmt: skip
     assert code == 0
     summary = {s["method"]: s for s in json.loads((out / "summary.json").read_text())["summary"]}
     assert summary["bicubic"]["flat_noise"] == pytest.approx(1.0) and summary["bicubic"]["edge_sharpness"] == pytest.approx(1.0)
@@ -60,6 +60,8 @@ def test_native_command_scores_methods_against_bicubic(native_dir, tmp_path, tin
 def test_native_refuses_methods_that_need_a_high_res_image(native_dir, tmp_path, capsys):
     assert main(["native", "--images", str(native_dir), "--methods", "codec-hr", "--out", str(tmp_path)]) == 2
     assert "needs a high-res image" in capsys.readouterr().err
+    assert main(["native", "--images", str(native_dir), "--runtime", "tensorrt", "--out", str(tmp_path)]) == 2
+    assert "runtime" in capsys.readouterr().err
 
 
 def test_report_title_names_few_inputs_and_counts_many():

@@ -157,3 +157,11 @@ def test_cli_export_onnx_int8_writes_quantized_joined_graphs_that_run(tmp_path, 
     decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     images = decoder.run(None, {decoder.get_inputs()[0].name: np.zeros((2, 32, 3, 5), np.float32)})[0]
     assert images.shape == (2, 3, 24, 40)
+
+
+def test_auto_exact_never_picks_int8_and_eval_rows_default_to_it(tiny_pipeline_dir, monkeypatch):
+    from eval.methods import MethodContext
+
+    monkeypatch.setattr("flowup.bf16_runtime.cpu_has_amx", lambda: False)
+    assert FlowUpPipeline.from_pretrained(tiny_pipeline_dir, runtime="auto-exact").active_runtime() == "onnx"
+    assert MethodContext(scale=2).runtime == "auto-exact"  # tables measure the model, not a runtime

@@ -57,7 +57,7 @@ examples:
   flowup upscale big.png -o big_2x.webp --tile 64 --device cpu # one file, small tiles
   flowup upscale in/ -o out/ --format same --skip-existing     # resume an interrupted batch
   flowup upscale in/ -o out/ --threads 4 --runtime torch       # 4 CPU threads, PyTorch kernels
-  flowup upscale in/ -o out/ --runtime onnx                    # float32 ONNX Runtime (exact, slower)
+  flowup upscale in/ -o out/ --runtime auto-exact              # float32's output to rounding (slower)
 
 Images of any size and mode work: EXIF orientation is applied, greyscale stays greyscale,
 alpha is upscaled separately (bicubic) and re-attached, 16-bit inputs are written as 8-bit.
@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "float16 is refused on a CPU, where it is about 10x slower)")
     p.add_argument("--runtime", choices=RUNTIME_NAMES, default="auto",
                    help="what runs the networks: " + "; ".join(f"{r.name} = {r.description}" for r in RUNTIMES.values())
-                        + " (default: auto = the fastest one here: docs/speed.md)")
+                        + " (default: auto = the fastest one here; auto-exact = the fastest whose output is float32's "
+                        "to rounding: docs/speed.md)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for the networks (default: PyTorch's default, one per core)")
     p.add_argument("--format", choices=("png", "jpg", "webp", "same"), default="png",
