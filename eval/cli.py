@@ -26,6 +26,8 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from eval.methods import RUNTIME_HELP
+
     p.add_argument("--config", help="YAML file of options (keys as the flags, '_' or '-')")
     p.add_argument("--hr", nargs="+", metavar="DIR", help="folder(s) of high-res images")
     p.add_argument(
@@ -40,9 +42,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", help="codec of psu / latent-bilinear / codec-hr (default taef2)")
     p.add_argument("--limit", type=int, help="evaluate the first N images only")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--runtime", help="what runs the flowup and PSU rows: auto-exact (default: the fastest runtime with "
-                   "float32's output), auto (the product's: int8 on CPUs without AMX), torch, torch-bf16, onnx, "
-                   "onnx-int8; a row's :int8 / :fp32 overrides it")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--repeats", type=int, help="timed runs per image, median reported (default 1)")
     p.add_argument("--seed", type=int, help="noise seed of generative methods (default 0)")
     p.add_argument("--crop", choices=["center", "topleft"], help="anchor of the crop to a multiple of 8*scale")

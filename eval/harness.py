@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from eval.data import EvalImage, list_images, prepare_image
 from eval.features import FeatureExtractor, optional_feature_extractor
-from eval.methods import Method, MethodContext, build_method, parse_method
+from eval.methods import EVAL_RUNTIME, Method, MethodContext, build_method, parse_method
 from eval.metrics import LpipsMetric, distribution_distances, flat_area_energies, grid_patches, psnr_y, quantize, ssim_y
 from eval.timing import PeakMemory, timed
 
@@ -42,7 +42,7 @@ class EvalConfig:
     codec: str = "taef2"  # codec of the psu / latent-bilinear / codec-hr baselines
     limit: int | None = None  # first N images only
     device: str = "auto"  # auto: cuda if available, else cpu
-    runtime: str = "auto-exact"  # what runs the flowup and PSU rows (flowup.runtimes): float32's output by default
+    runtime: str = EVAL_RUNTIME  # what runs the flowup and PSU rows (flowup.runtimes)
     repeats: int = 1  # timed runs per image (median), after one warm-up call per method
     seed: int = 0
     crop: str = "center"  # crop to a multiple of 8 * scale: center | topleft

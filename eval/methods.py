@@ -20,8 +20,8 @@ A method spec is a string ``[LABEL=]FAMILY[@PATH][:ARG...]``:
                             5 back-projection steps of the output onto the input itself),
                             ``flowup:int8`` / ``flowup:fp32`` (the ``onnx-int8`` runtime,
                             :mod:`flowup.onnx_int8`, / float32 ONNX Runtime instead of the run's,
-                            by default ``auto-exact``: float32's output), ``flowup:dn0`` (the pipeline's ``denoise``,
-                            0 to 1: :mod:`flowup.denoise`), ``flowup:taef2`` (the full-resolution
+                            :data:`EVAL_RUNTIME` unless told), ``flowup:dn0`` (the pipeline's
+                            ``denoise``, 0 to 1: :mod:`flowup.denoise`), ``flowup:taef2`` (the full-resolution
                             TAEF2 codec instead of the model's lean one); without arguments the
                             model's defaults
 ``flowup@PATH[:SOLVER[:STEPS[:bpN]]]``  any FlowUpPipeline folder, e.g. a distilled student
@@ -61,6 +61,7 @@ from torch import nn
 from flowup.back_projection import back_project
 from flowup.errors import one_line
 from flowup.resample import upsample
+from flowup.runtimes import AUTO_EXACT, RUNTIME_NAMES
 
 __all__ = [
     "MethodSpec",
@@ -92,6 +93,18 @@ class MethodSpec:
     args: list[str] = field(default_factory=list)
 
 
+#: What runs a run's flowup and PSU rows unless told (``--runtime``): float32's output to rounding,
+#: whatever ``auto`` picks for the product, so tables measure the model (:mod:`flowup.runtimes`).
+EVAL_RUNTIME = AUTO_EXACT
+#: Row arguments that run a flowup row on a runtime of its own, whatever the run's: ``int8`` the
+#: ``onnx-int8`` runtime, ``fp32`` float32 ONNX Runtime (PyTorch float32's output to rounding).
+RUNTIME_ARGS = {"int8": "onnx-int8", "fp32": "onnx"}
+#: ``--runtime``'s help in ``eval run`` and ``eval native``.
+RUNTIME_HELP = (f"what runs the flowup and PSU rows: {', '.join(RUNTIME_NAMES)} (default {EVAL_RUNTIME}: the fastest "
+                "runtime with float32's output; auto is the product's, int8 on CPUs without AMX); a row's "
+                f"{' / '.join(':' + a for a in RUNTIME_ARGS)} overrides it")  # fmt: skip
+
+
 @dataclass
 class MethodContext:
     """What methods share: scale, device, codec, default model, diffusers upscaler, seed.
@@ -108,7 +121,7 @@ class MethodContext:
     sd_upscaler: str | None = None
     sd_prompt: str = ""
     seed: int = 0
-    runtime: str = "auto-exact"  # FlowUpPipeline runtime of the flowup rows and PSU (float32's output; tests pin "torch")
+    runtime: str = EVAL_RUNTIME  # FlowUpPipeline runtime of the flowup rows and PSU (tests pin "torch")
 
     def get_codec(self) -> nn.Module:
         if self.codec is None:
@@ -306,9 +319,6 @@ def _full_codec_arg(spec: MethodSpec) -> tuple[MethodSpec, bool]:
     return dataclasses.replace(spec, args=[a for a in spec.args if a != "taef2"]), True
 
 
-#: Row arguments that run a flowup row on a runtime of its own, whatever the run's: ``int8`` the
-#: ``onnx-int8`` runtime, ``fp32`` float32 ONNX Runtime (PyTorch float32's output to rounding).
-RUNTIME_ARGS = {"int8": "onnx-int8", "fp32": "onnx"}
 
 
 def _runtime_arg(spec: MethodSpec) -> tuple[MethodSpec, str | None]:

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.data import centre_crop, crop_to_multiple, list_images
-from eval.methods import Method, MethodContext, build_method, parse_method
+from eval.methods import EVAL_RUNTIME, RUNTIME_HELP, Method, MethodContext, build_method, parse_method
 from eval.metrics import no_reference_measures, quantize
 from eval.plots import plot_crops
 from eval.timing import timed
@@ -49,7 +49,7 @@ class NativeConfig:
     model: str | None = None
     limit: int | None = None
     device: str = "cpu"
-    runtime: str = "auto-exact"  # what runs the flowup rows (flowup.runtimes): float32's output by default
+    runtime: str = EVAL_RUNTIME  # what runs the flowup rows (flowup.runtimes)
     seed: int = 0
     num_crops: int = 6
     crop_size: int = 192  # side of the shown crops, output pixels
@@ -181,9 +181,7 @@ def add_native_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="FlowUpPipeline folder for 'flowup' (default: the shipped model)")
     p.add_argument("--limit", type=int, help="the first N images only")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--runtime", default="auto-exact", help="what runs the flowup rows: auto-exact (default: the fastest "
-                   "runtime with float32's output), auto (the product's: int8 on CPUs without AMX), torch, torch-bf16, "
-                   "onnx, onnx-int8; a row's :int8 / :fp32 overrides it")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--seed", type=int, default=0, help="noise seed of generative methods (default 0)")
     p.add_argument("--input-crop", type=int, metavar="N",
                    help="score the centre N x N pixels of each input only (cheaper for slow methods; default: whole images)")

@@ -65,9 +65,9 @@ class FlowUpLoader:
                 "dtype": (DTYPES, {"default": "auto",
                                    "tooltip": "auto: float16 on a GPU, float32 on the CPU (float16 is refused there)."}),
                 "runtime": (list(RUNTIME_NAMES), {"default": "auto",
-                                                  "tooltip": "What runs the networks; auto picks the fastest one "
-                                                             "here, auto-exact the fastest with float32's output. " + "; ".join(f"{r.name}: {r.description}"
-                                                                                  for r in RUNTIMES.values())}),
+                                                  "tooltip": "What runs the networks; auto picks the fastest one here, "
+                                                             "auto-exact the fastest with float32's output. "
+                                                             + "; ".join(f"{r.name}: {r.description}" for r in RUNTIMES.values())}),
             }
         }  # fmt: skip
 

@@ -114,8 +114,9 @@ def export_onnx(flow: nn.Module, codec: nn.Module, out_dir: str | Path, joined: 
     """Write the :data:`GRAPHS` (and with ``joined`` also ``encoder.onnx`` / ``decoder.onnx``) and
     ``onnx_manifest.json`` to ``out_dir``; returns ``{graph name: path}``. Exports float32 copies on
     the CPU; the given modules are not changed. ``int8``: the graphs of
-    :data:`flowup.onnx_int8.QUANTIZED_GRAPHS` quantized (:mod:`flowup.onnx_int8`, calibrated on the model's stage of ``factor`` at its ``noise_alpha``; the joined graphs are built
-    from the quantized halves). ``extra_flows``: more velocity networks of the model (e.g.
+    :data:`flowup.onnx_int8.QUANTIZED_GRAPHS` quantized (:mod:`flowup.onnx_int8`, calibrated on the
+    model's stage of ``factor`` at its ``noise_alpha``; the joined graphs are built from the
+    quantized halves). ``extra_flows``: more velocity networks of the model (e.g.
     ``{"cascade_flow": ...}``), each written as ``<name>.onnx`` beside ``flow.onnx``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,8 +255,8 @@ def _session_call(session) -> Callable[..., torch.Tensor]:
 def load_engine(flow: nn.Module, codec: nn.Module, threads: int | None = None, int8: bool = False,
                 noise_alpha: float = DEFAULT_NOISE_ALPHA, factor: int = 2) -> OnnxEngine:  # fmt: skip
     """The engine for these networks: exported once into the cache, then loaded from there.
-    ``int8``: the flow's convolutions and the codec's local graphs quantized (:mod:`flowup.onnx_int8`, calibrated on a stage
-    of ``factor`` at ``noise_alpha``), cached apart."""
+    ``int8``: quantized as :func:`export_onnx` does (calibrated on a stage of ``factor`` at
+    ``noise_alpha``), cached apart."""
     key = fingerprint(flow, codec)
     if int8:
         import onnxruntime

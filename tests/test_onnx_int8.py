@@ -50,10 +50,11 @@ def test_int8_quantizes_the_local_codec_graphs_and_the_flow_convolutions_and_sta
     for name in ("encoder_image_wide", "decoder_image_wide"):
         assert "QuantizeLinear" not in _op_types(folder / f"{name}.onnx")
     flow_graph = onnx.load(str(folder / "flow.onnx")).graph
-    quantized = {node.input[0] for node in flow_graph.node if node.op_type == "DequantizeLinear"}
+    dequantize = [node for node in flow_graph.node if node.op_type == "DequantizeLinear"]
+    quantized, dequantized = {node.input[0] for node in dequantize}, {node.output[0] for node in dequantize}
     for node in flow_graph.node:  # the flow's convolutions read dequantized int8, its norms float32
         if node.op_type == "Conv":
-            assert node.input[0] in {n.output[0] for n in flow_graph.node if n.op_type == "DequantizeLinear"}
+            assert node.input[0] in dequantized
         if node.op_type == "ReduceMean":
             assert not any(o in quantized for o in node.output)
     assert not list(folder.glob("*.int8.onnx")) and not list(folder.glob("*-inferred.onnx"))  # no scratch files
