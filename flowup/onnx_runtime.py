@@ -229,6 +229,10 @@ class OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        # No spin-waiting after a run: torch's resampling, noise and back-projection run between the
+        # graphs on the same cores, and spinning ORT threads slowed them several times over (an x2
+        # call of a 512² image 12-16 % slower in all; docs/speed.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Tiles and images change size from call to call: ORT's memory patterns are planned per
         # shape and only add peak memory (about 5 GB instead of 3 at 1 MP out, first call no faster).
         options.enable_mem_pattern = False

@@ -159,9 +159,13 @@ class FlowUpPipeline(DiffusionPipeline):
     def active_runtime(self) -> str:
         """The runtime a call would use now (:func:`flowup.runtimes.choose_runtime`; raises
         :class:`~flowup.runtimes.RuntimeUnavailableError` for one that cannot run here)."""
+        return self._runtime_on(self._execution_device)
+
+    def _runtime_on(self, device: torch.device) -> str:
+        # diffusers' _execution_device walks every module (~8 ms): callers look it up once.
         if self._runtime == "torch":
             return "torch"
-        return choose_runtime(self._runtime, self.flow, self.codec, self._execution_device)
+        return choose_runtime(self._runtime, self.flow, self.codec, device)
 
     def resolve_denoise(self, denoise: float | None) -> float:
         """The denoise setting a call with ``denoise`` runs: the number, checked, or the config's
@@ -181,18 +185,22 @@ class FlowUpPipeline(DiffusionPipeline):
         """The networks that x2 stage ``stage`` (0 = the first) of a call runs now, under the active
         runtime: later stages run ``cascade_flow`` where the model has one, else ``flow`` (at
         ``denoise``; None: the model's default, :meth:`resolve_denoise`)."""
+        return self._engine_on(self._execution_device, stage, denoise)
+
+    def _engine_on(self, device: torch.device, stage: int, denoise: float | None) -> Engine:
         denoise = self.resolve_denoise(denoise)
         name = "cascade_flow" if stage > 0 and self.cascade_flow is not None else "flow"
         flow = self.cascade_flow if name == "cascade_flow" else self.flow_at(denoise)
         if name == "cascade_flow" or self.faithful_flow is None:
             denoise = None  # one network whatever the setting: one engine
-        return self._engines.get(self.active_runtime(), (name, denoise), flow, self.codec, float(self.config.noise_alpha),
+        return self._engines.get(self._runtime_on(device), (name, denoise), flow, self.codec, float(self.config.noise_alpha),
                                  int(self.config.scale_factor))  # fmt: skip
 
     def x2_stage(self, stage: int = 0, denoise: float | None = None) -> X2Stage:
         """Stage ``stage`` of a call (:class:`flowup.stage.X2Stage`) with :meth:`engine`'s networks."""
-        return X2Stage(self.engine(stage, denoise), self.codec, int(self.config.scale_factor),
-                       float(self.config.noise_alpha), self._execution_device)  # fmt: skip
+        device = self._execution_device
+        return X2Stage(self._engine_on(device, stage, denoise), self.codec, int(self.config.scale_factor),
+                       float(self.config.noise_alpha), device)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     # inference
