@@ -11,7 +11,8 @@ far milder strengths: these are generator outputs, not phone photos):
    antialiased resamplers, bicubic with a = -0.5 as MATLAB's ``imresize``);
 3. a round trip through an autoencoder (any :class:`flowup.codecs.Codec`: TAEF2, a diffusers
    ``AutoencoderKL`` / ``AutoencoderTiny``), the texture a generator's decoder leaves;
-4. additive noise: Gaussian (in colour or in grey) or Poisson;
+4. additive noise: Gaussian (in colour or in grey) or Poisson; and a generator's own grain, cut from
+   the flat areas of its outputs (:mod:`flowup.grain_transplant`);
 5. JPEG or WebP re-compression at a random quality;
 6. 8-bit quantisation (always: files are 8-bit).
 
@@ -28,14 +29,17 @@ import math
 import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["Degradation", "PROFILES", "degrade", "load_degradation", "pil_downsample", "to_uint8"]
+if TYPE_CHECKING:
+    from flowup.grain_transplant import GrainBank
+
+__all__ = ["Degradation", "PROFILES", "degrade", "grain_bank", "load_degradation", "pil_downsample", "to_uint8"]
 
 #: Pillow resamplers by name: the resize kernels a degradation draws from.
 RESIZE_KERNELS = {
@@ -71,13 +75,16 @@ class Degradation:
     compression_probability: float = 0.6
     webp_probability: float = 0.3
     quality: tuple[int, int] = (55, 95)
+    grain_probability: float = 0.0
+    grain_strength: tuple[float, float] = (0.5, 1.5)
+    grain_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_probability") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"degradation {f.name} must be in [0, 1], got {value}")
-            if isinstance(value, (tuple, list)) and f.name != "resize_kernels":
+            if isinstance(value, (tuple, list)) and f.name not in ("resize_kernels", "grain_images"):
                 if len(value) != 2 or value[0] > value[1] or value[0] < 0:
                     raise ValueError(f"degradation {f.name} must be a range (low, high) with 0 <= low <= high, got {value}")
         unknown = [k for k in self.resize_kernels if k not in RESIZE_KERNELS]
@@ -85,6 +92,8 @@ class Degradation:
             raise ValueError(f"degradation resize_kernels must be among {tuple(RESIZE_KERNELS)}, got {self.resize_kernels}")
         if not 1 <= self.quality[0] <= self.quality[1] <= 100:
             raise ValueError(f"degradation quality must be a range within [1, 100], got {self.quality}")
+        if self.grain_probability > 0 and not self.grain_images:
+            raise ValueError("degradation grain_probability > 0 needs grain_images (files or glob patterns of donors)")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings (stored in a cache's recipe)."""
@@ -186,13 +195,24 @@ def _compress(image: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
         return _from_uint8(np.asarray(decoded.convert("RGB")))
 
 
+def grain_bank(degradation: Degradation) -> "GrainBank | None":
+    """The :class:`~flowup.grain_transplant.GrainBank` of ``degradation``'s donors, or None when it
+    draws no grain."""
+    if degradation.grain_probability == 0:
+        return None
+    from flowup.grain_transplant import GrainBank
+
+    return GrainBank(degradation.grain_images)
+
+
 def degrade(hr: torch.Tensor, factor: int, degradation: Degradation, rng: random.Random,
-            round_trip: RoundTrip | None = None) -> torch.Tensor:
+            round_trip: RoundTrip | None = None, grain: "GrainBank | None" = None) -> torch.Tensor:
     """One degraded low-res input: ``(3, H, W)`` float in [0, 1] -> ``(3, H/factor, W/factor)``
     float holding 8-bit values (``k / 255``).
 
     ``rng`` supplies every random choice, noise included (so one seed gives one result);
-    ``round_trip`` is the autoencoder of step 3 (skipped when None).
+    ``round_trip`` is the autoencoder of step 3 (skipped when None); ``grain`` the donors' grain
+    of step 4 (:func:`grain_bank`; needed when the degradation draws grain).
     """
     d = degradation
     if rng.random() < d.clean_probability:
@@ -221,6 +241,11 @@ def degrade(hr: torch.Tensor, factor: int, degradation: Degradation, rng: random
             shape = (1, *image.shape[1:]) if grey else image.shape
             image = image + sigma * torch.randn(shape, generator=generator)
         image = image.clamp(0, 1)
+    if d.grain_probability > 0 and rng.random() < d.grain_probability:  # no draw otherwise: older recipes keep their streams
+        if grain is None:
+            raise ValueError("this degradation draws grain: pass degrade(..., grain=grain_bank(degradation))")
+        field = grain.sample(image.shape[-2], image.shape[-1], rng)
+        image = (image + rng.uniform(*d.grain_strength) * field).clamp(0, 1)
     if rng.random() < d.compression_probability:
         fmt = "webp" if rng.random() < d.webp_probability else "jpeg"
         image = _compress(image, fmt, rng.randint(*d.quality))

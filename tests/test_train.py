@@ -370,3 +370,35 @@ def test_fine_tune_keeps_the_init_networks_detail_model(tiny_pipeline_dir):
     assert module.hparams.residual_mean == [0.1] * 32 and module.hparams.residual_var == [0.5] * 32
     with pytest.raises(ValueError, match="residual_stats_cache"):
         FlowMatchingModule(block_out_channels=(32, 32), norm_num_groups=8, source_skip="gaussian")
+
+
+def test_random_downscale_max_downscales_every_crop():
+    """min = max: every crop is cut from the image resized by exactly that factor (cleaner targets)."""
+    import random
+
+    import torch.nn.functional as F
+
+    from train.latent_cache import _random_crops
+
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
+    recipe = CacheRecipe(crop_size=32, crops_per_image=3, random_downscale_min=0.25, random_downscale_max=0.25)
+    whole = F.interpolate(image[None], size=(32, 32), mode="bicubic", antialias=True)[0].clamp(0, 1)
+    for crop in _random_crops(image, recipe, random.Random(0)):
+        assert torch.equal(crop, whole) or torch.equal(crop, whole.flip(-1))
+    unscaled = CacheRecipe(crop_size=32, crops_per_image=3, random_downscale_min=1.0)
+    assert all(crop.std() > 0.25 for crop in _random_crops(image, unscaled, random.Random(0)))  # raw noise: std 0.29
+
+
+def test_a_cache_made_before_random_downscale_max_still_resumes(workspace, tmp_path):
+    import shutil
+
+    part = tmp_path / "old"
+    part.mkdir()
+    old = json.loads((workspace["cache"] / "recipe.json").read_text())
+    del old["random_downscale_max"]
+    (part / "recipe.json").write_text(json.dumps(old))
+    shutil.copy(sorted(workspace["cache"].glob("shard-*.safetensors"))[0], part)
+    recipe = CacheRecipe(image_dirs=[str(workspace["images"])], codec=str(workspace["codec"]), crop_size=64,
+                         crops_per_image=2, extra_crop_min_side=10_000, seed=1)
+    codec = TAEF2Codec.from_pretrained(workspace["codec"]).eval()
+    assert prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=3, progress=False, resume=True) == 10

@@ -60,6 +60,9 @@ class CacheRecipe:
     crops_per_image: int = 1
     extra_crop_min_side: int = 700
     random_downscale_min: float = 0.5
+    #: Largest random downscale factor (1: none); below 1 every crop is downscaled first (cleaner
+    #: targets: a generator's grain or a camera's noise averages out).
+    random_downscale_max: float = 1.0
     hflip: bool = True
     seed: int = 0
     #: A model folder (or ``"shipped"``): the low-res image is its default upscale of the crop
@@ -99,7 +102,7 @@ def _random_crops(image: torch.Tensor, recipe: CacheRecipe, rng: random.Random) 
         img = image
         low = max(recipe.random_downscale_min, size / short)
         if low < 1.0:
-            factor = rng.uniform(low, 1.0)
+            factor = rng.uniform(low, max(low, min(1.0, recipe.random_downscale_max)))
             new_h, new_w = max(size, round(h * factor)), max(size, round(w * factor))
             img = F.interpolate(image[None], size=(new_h, new_w), mode="bicubic", antialias=True)[0].clamp(0, 1)
         _, hh, ww = img.shape
@@ -227,7 +230,8 @@ def _shards_to_keep(recipe: CacheRecipe, out_dir: Path, resume: bool) -> tuple[i
                          "stream is not replayed; start it again in an empty folder")
     stored = _read_recipe(out_dir)
     wanted = json.loads(json.dumps(asdict(recipe)))
-    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    defaults = json.loads(json.dumps(asdict(CacheRecipe())))  # a recipe written before a field existed had its default
+    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k, defaults.get(k)) != wanted.get(k))
     if changed:
         raise ValueError(f"cannot resume {out_dir}: its recipe differs in {', '.join(changed)}")
     expected = [out_dir / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
@@ -271,9 +275,10 @@ def _low_res_maker(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor,
 def _degrader(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor, list[int]], torch.Tensor]:
     """Degraded low-res images (:func:`flowup.degradations.degrade`); crop ``k`` of the run draws
     from its own stream ``Random((seed, k))``, so a resumed cache degrades each crop as before."""
-    from flowup.degradations import degrade, load_degradation
+    from flowup.degradations import degrade, grain_bank, load_degradation
 
     degradation = load_degradation(recipe.degradation)
+    grain = grain_bank(degradation)
     round_codec = codec if recipe.degradation_codec in (None, recipe.codec) else load_codec(recipe.degradation_codec)
 
     def round_trip(image: torch.Tensor) -> torch.Tensor:
@@ -281,7 +286,7 @@ def _degrader(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor, list
 
     def make(hr: torch.Tensor, numbers: list[int]) -> torch.Tensor:
         return torch.stack([
-            degrade(crop, recipe.scale, degradation, random.Random(f"{recipe.seed}/{k}"), round_trip)
+            degrade(crop, recipe.scale, degradation, random.Random(f"{recipe.seed}/{k}"), round_trip, grain)
             for crop, k in zip(hr.cpu(), numbers)
         ]).to(hr)  # fmt: skip
 

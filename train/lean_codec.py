@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flowup.codecs import TAEF2Codec
-from flowup.degradations import degrade, load_degradation
+from flowup.degradations import degrade, grain_bank, load_degradation
 from flowup.errors import one_line
 from flowup.model_folder import cast_module
 from flowup.resample import upsample
@@ -97,6 +97,7 @@ class LowResCrops(Dataset):
         self.crop, self.scale, self.seed = crop, scale, seed
         self.samples_per_epoch = samples_per_epoch
         self.degradation = load_degradation(degradation if degradation is not None else "clean")
+        self.grain = grain_bank(self.degradation)
         rng = random.Random(seed)
         self.pool: list[np.ndarray] = []
         self.skipped: list[str] = []
@@ -134,7 +135,7 @@ class LowResCrops(Dataset):
         hr = torch.from_numpy(source[y : y + self.crop, x : x + self.crop].copy()).permute(2, 0, 1).float() / 255
         if rng.random() < 0.5:
             hr = hr.flip(-1)
-        lr = degrade(hr, self.scale, self.degradation, rng)
+        lr = degrade(hr, self.scale, self.degradation, rng, grain=self.grain)
         return {"x_up": upsample(lr[None], self.scale)[0]}
 
 

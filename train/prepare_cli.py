@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="images with a short side at least this get one more crop")
     parser.add_argument("--random-downscale-min", type=float, default=defaults.random_downscale_min,
                         help="large photos are first downscaled by a random factor in [this, 1]")
+    parser.add_argument("--random-downscale-max", type=float, default=defaults.random_downscale_max,
+                        help="... in [min, this] instead (below 1: every crop downscaled, for cleaner targets)")
     parser.add_argument("--no-hflip", action="store_true", help="disable random horizontal flips")
     parser.add_argument("--source-model", default=None, metavar="MODEL",
                         help="cascade-aware pairs for a later stage: the low-res image is MODEL's upscale "
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = CacheRecipe(
         image_dirs=args.images, codec=args.codec, scale=args.scale, crop_size=args.crop_size,
         crops_per_image=args.crops_per_image, extra_crop_min_side=args.extra_crop_min_side,
-        random_downscale_min=args.random_downscale_min, hflip=not args.no_hflip, seed=args.seed,
+        random_downscale_min=args.random_downscale_min,
+        random_downscale_max=args.random_downscale_max, hflip=not args.no_hflip, seed=args.seed,
         source_model=args.source_model, degradation=degradation, degradation_codec=args.degradation_codec,
     )  # fmt: skip
     from flowup.codecs import load_codec
