@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from flowup.codecs import load_codec
-from flowup.degradations import PROFILES, degrade, load_degradation
+from flowup.degradations import PROFILES, degrade, grain_bank, load_degradation
 from flowup.image_io import load_image, tensor_to_pil
 
 def main() -> None:
@@ -41,8 +41,9 @@ def main() -> None:
             return codec.decode(codec.encode(x))
 
     mix = load_degradation(args.degradation)
+    grain = grain_bank(mix)  # a mix that lays a generator's grain reads its donors once
     panels = [("clean (bicubic, 8 bits)", degrade(hr, 2, PROFILES["clean"], random.Random(0)))]
-    panels += [(f"training mix, seed {s}", degrade(hr, 2, mix, random.Random(s), round_trip)) for s in args.seeds]
+    panels += [(f"training mix, seed {s}", degrade(hr, 2, mix, random.Random(s), round_trip, grain)) for s in args.seeds]
     size = (hr.shape[-1] * args.zoom, hr.shape[-2] * args.zoom)
     crops = [(label, tensor_to_pil(lr).resize(size, Image.NEAREST)) for label, lr in panels]
     label_h = 20
