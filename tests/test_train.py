@@ -355,6 +355,13 @@ def test_degraded_cache_records_its_recipe_and_resumes_the_same(workspace, tmp_p
     shutil.copy(tmp_path / "d" / "shard-00000.safetensors", part)
     assert prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=2, progress=False, resume=True) == 10
     assert torch.allclose(LatentPairDataset(part, latent_size=8).src.float(), degraded.src.float(), atol=2e-3)  # batch numerics
+    # a recipe written before the grain settings existed resumes too (they were off)
+    older = json.loads((tmp_path / "d" / "recipe.json").read_text())
+    older["degradation"] = {k: v for k, v in older["degradation"].items() if not k.startswith("grain_")}
+    (part / "recipe.json").write_text(json.dumps(older))
+    for extra in sorted(part.glob("shard-*.safetensors"))[1:]:
+        extra.unlink()
+    assert prepare_cache(recipe, part, codec=codec, shard_size=4, batch_size=2, progress=False, resume=True) == 10
 
 
 def test_fine_tune_keeps_the_init_networks_detail_model(tiny_pipeline_dir):

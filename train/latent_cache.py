@@ -228,10 +228,9 @@ def _shards_to_keep(recipe: CacheRecipe, out_dir: Path, resume: bool) -> tuple[i
     if recipe.source_model is not None:
         raise ValueError("a cascade-aware cache (--source-model) cannot be resumed: its source model's random "
                          "stream is not replayed; start it again in an empty folder")
-    stored = _read_recipe(out_dir)
+    stored = _with_defaults(_read_recipe(out_dir))
     wanted = json.loads(json.dumps(asdict(recipe)))
-    defaults = json.loads(json.dumps(asdict(CacheRecipe())))  # a recipe written before a field existed had its default
-    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k, defaults.get(k)) != wanted.get(k))
+    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     if changed:
         raise ValueError(f"cannot resume {out_dir}: its recipe differs in {', '.join(changed)}")
     expected = [out_dir / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
@@ -295,6 +294,17 @@ def _degrader(recipe: CacheRecipe, codec: Codec) -> Callable[[torch.Tensor, list
 
 def _as_list(cache_dir: CacheDirs) -> list[str | Path]:
     return [cache_dir] if isinstance(cache_dir, (str, Path)) else list(cache_dir)
+
+
+def _with_defaults(stored: dict) -> dict:
+    """A stored recipe with the fields added since it was written at their defaults (which is
+    what made it), its degradation's too."""
+    from flowup.degradations import Degradation
+
+    full = {**json.loads(json.dumps(asdict(CacheRecipe()))), **stored}
+    if isinstance(full.get("degradation"), dict):
+        full["degradation"] = {**Degradation().as_dict(), **full["degradation"]}
+    return full
 
 
 def _read_recipe(cache_dir: Path) -> dict:
