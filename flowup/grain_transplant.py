@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from PIL import Image
 
 __all__ = ["GrainBank", "flat_grain_tiles", "GRAIN_SIGMA", "GRAIN_TILE", "MAX_GRAIN", "MAX_STRUCTURE"]
@@ -36,23 +36,13 @@ GRAIN_TILE = 32
 #: levels): its residual is then the generator's grain, not the picture's texture.
 MAX_STRUCTURE = 3.0
 #: Flat tiles whose residual is stronger than this standard deviation (8-bit levels) are left out:
-#: specks, stars, a stray edge, not grain (the donors' flat tiles hold 0.5-3.7 levels, 10th-90th
-#: percentile; docs/scripts/grain_strip.py prints them).
+#: specks, stars, a stray edge, not grain (per image, the training generated images' flat tiles
+#: hold 0.45-2.04 levels, 10th-90th percentile: `PYTHONPATH=. python docs/scripts/grain_levels.py`).
 MAX_GRAIN = 4.0
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, C, H, W)`` blurred by a separable Gaussian of ``sigma``, reflect-padded."""
-    radius = max(1, int(3 * sigma + 0.5))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
-    taps = taps / taps.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def flat_grain_tiles(image: torch.Tensor, tile: int = GRAIN_TILE, max_structure: float = MAX_STRUCTURE,
-                         sigma: float = GRAIN_SIGMA) -> torch.Tensor:  # fmt: skip
+                     sigma: float = GRAIN_SIGMA) -> torch.Tensor:  # fmt: skip
     """The grain of the flat tiles of one image: ``(3, H, W)`` in [0, 1] -> ``(K, 3, tile, tile)``.
 
     The image's high-pass residual (minus its blur of ``sigma``) on those of its whole ``tile``
@@ -65,7 +55,8 @@ def flat_grain_tiles(image: torch.Tensor, tile: int = GRAIN_TILE, max_structure:
     if rows == 0 or cols == 0:
         return image.new_zeros((0, 3, tile, tile))
     x = image[None, :, : rows * tile, : cols * tile]
-    smooth = _blur(x, sigma)
+    radius = max(1, int(3 * sigma + 0.5))
+    smooth = gaussian_blur2d(x, (2 * radius + 1, 2 * radius + 1), (sigma, sigma), border_type="reflect")
     residual = (x - smooth)[0]
     luma = (0.299 * smooth[:, 0] + 0.587 * smooth[:, 1] + 0.114 * smooth[:, 2])[0]
     variance = luma.reshape(rows, tile, cols, tile).permute(0, 2, 1, 3).reshape(rows * cols, -1).var(dim=1)
