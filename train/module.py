@@ -2,7 +2,8 @@
 
 A batch holds cached latent pairs ``{"src": (N, C, s, s), "hr": (N, C, s, s)}``: the clean
 pixel-space-upsampled source (the conditioning) and the high-res target. The loss is
-:func:`flowup.flow.flow_matching_loss`. Validation samples with the (EMA) model at a few Euler
+:func:`flowup.flow.flow_matching_loss`, optionally plus a loss on the decoded 1-step sample
+(:mod:`train.decoded_loss`). Validation samples with the (EMA) model at a few Euler
 step counts on real images, decodes with the codec and logs PSNR / SSIM, and saves an image grid
 (low-res | flowup | high-res) in the run folder.
 """
@@ -20,6 +21,7 @@ from flowup.codecs import Codec, load_codec
 from flowup.flow import flow_matching_loss
 from flowup.models import FlowUNet
 from flowup.resample import upsample
+from train.decoded_loss import decoded_image_loss, one_step_prediction
 from train.latent_cache import residual_statistics
 from train.schedule import warmup_cosine
 
@@ -101,6 +103,11 @@ class FlowMatchingModule(pl.LightningModule):
             ``flow/``), a ``flow`` folder, or a ``.safetensors`` file; ``"shipped"`` = the shipped
             model. The network must have this run's shape; the Gaussian detail model's statistics
             are this run's (they are not part of the weights).
+        decoded_loss_weight: weight of an L1 loss on the decoded image of the 1-step sample against
+            the decoded target (:mod:`train.decoded_loss`), added to the velocity loss; 0 = off
+            (the velocity loss alone, and the codec is not loaded for training).
+        decoded_edge_weight: weight of the L1 loss between those two images' Sobel gradients
+            (only with ``decoded_loss_weight > 0``).
 
     Validation runs :class:`~flowup.pipeline.FlowUpPipeline` itself (padding, tiling,
     back-projection and all) on the (EMA) network, so its numbers are what an export ships.
@@ -129,9 +136,15 @@ class FlowMatchingModule(pl.LightningModule):
         val_steps: tuple[int, ...] = (1, 4),
         val_back_projection_steps: int = 5,
         init_weights: str | None = None,
+        decoded_loss_weight: float = 0.0,
+        decoded_edge_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if decoded_loss_weight < 0 or decoded_edge_weight < 0:
+            raise ValueError("decoded_loss_weight and decoded_edge_weight must be >= 0")
+        if decoded_edge_weight > 0 and decoded_loss_weight == 0:
+            raise ValueError("decoded_edge_weight needs decoded_loss_weight > 0 (the edge term is part of the decoded loss)")
         if source_skip == "gaussian" and (residual_mean is None or residual_var is None):
             if residual_stats_cache is None and init_weights is not None:
                 residual_mean, residual_var = load_flow_residual_stats(init_weights)
@@ -160,7 +173,18 @@ class FlowMatchingModule(pl.LightningModule):
             self.model, batch["hr"], batch["src"], self.hparams.noise_alpha,
             time_distribution=self.hparams.time_distribution,
         )  # fmt: skip
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch["hr"].shape[0])
+        batch_size = batch["hr"].shape[0]
+        weight = float(self.hparams.get("decoded_loss_weight", 0.0))
+        if weight > 0:
+            edge_weight = float(self.hparams.get("decoded_edge_weight", 0.0))
+            prediction = one_step_prediction(self.model, batch["src"], self.hparams.noise_alpha)
+            l1, edge = decoded_image_loss(self.codec, prediction, batch["hr"], edge_weight)
+            self.log("train/velocity_loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
+            self.log("train/decoded_l1", l1, on_step=True, on_epoch=False, batch_size=batch_size)
+            if edge_weight > 0:
+                self.log("train/decoded_edge", edge, on_step=True, on_epoch=False, batch_size=batch_size)
+            loss = loss + weight * l1 + edge_weight * edge
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         return loss
 
     def configure_optimizers(self):
