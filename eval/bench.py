@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -45,7 +46,7 @@ import torch
 from eval.timing import PeakMemory, synchronize
 from flowup.errors import one_line
 
-__all__ = ["add_bench_arguments", "run_bench", "BenchRow"]
+__all__ = ["BenchRow", "add_bench_arguments", "bench_image", "hardware_description", "run_bench"]
 
 PEERS = ("compact", "x4plus")
 
@@ -128,7 +129,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else -10 * math.log10(mse)
 
 
-def _test_image(size: int) -> torch.Tensor:
+def bench_image(size: int) -> torch.Tensor:
     """The bundled photo resized to ``size`` x ``size`` (bicubic, 8-bit): ``(1, 3, size, size)``."""
     from PIL import Image
 
@@ -145,7 +146,7 @@ def _test_image(size: int) -> torch.Tensor:
 
 def _flowup_rows(pipe, torch_pipe, full_pipe, section: str, scale: int, size: int, args,
                  device: str) -> list[BenchRow]:  # fmt: skip
-    lr = _test_image(size).to(device)
+    lr = bench_image(size).to(device)
     out_pixels = (scale * size) ** 2
 
     def call(p):
@@ -238,7 +239,7 @@ def stage_gflop_per_mp(pipe, side: int = 128) -> dict[str, float]:
 
     codec = copy.deepcopy(pipe.codec).float().cpu().eval()
     flow = copy.deepcopy(pipe.flow).float().cpu().eval()
-    x_up = upsample(_test_image(side).float(), 2)
+    x_up = upsample(bench_image(side).float(), 2)
     out_mp = x_up.shape[-2] * x_up.shape[-1] / 1e6
     counts = {}
     with torch.no_grad():
@@ -255,7 +256,7 @@ def _baseline_rows(pipe, section: str, scale: int, size: int, args, device: str)
     from flowup.back_projection import back_project
     from flowup.resample import upsample
 
-    lr = _test_image(size).to(device)
+    lr = bench_image(size).to(device)
     out_pixels = (scale * size) ** 2
     rows = []
 
@@ -279,8 +280,8 @@ def _baseline_rows(pipe, section: str, scale: int, size: int, args, device: str)
 def _peer_rows(section: str, scale: int, size: int, args, peers: dict) -> list[BenchRow]:
     from flowup.resample import downsample
 
-    lr = _test_image(size)
-    small = _test_image(64)
+    lr = bench_image(size)
+    small = bench_image(64)
     out_pixels = (scale * size) ** 2
     rows = []
     if "compact" in peers:
@@ -317,7 +318,7 @@ def _lever_rows(pipe, args) -> list[BenchRow]:
     from flowup.onnx_runtime import load_engine
 
     size = args.lever_size
-    image = _test_image(size).float()
+    image = bench_image(size).float()
     flow = copy.deepcopy(pipe.flow).float().eval()
     codec = copy.deepcopy(pipe.codec).float().eval()
     rows: list[BenchRow] = []
@@ -377,7 +378,7 @@ def _gpu_rows(pipe_path, args, device: str) -> list[BenchRow]:
     from flowup.pipeline import FlowUpPipeline
 
     rows = []
-    lr = _test_image(512).to(device)
+    lr = bench_image(512).to(device)
     for dtype, compiled in ((torch.float16, False), (torch.bfloat16, False), (torch.float16, True)):
         pipe = FlowUpPipeline.from_pretrained(pipe_path, torch_dtype=dtype, runtime="torch").to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -445,19 +446,26 @@ def _markdown(rows: list[BenchRow], header: dict) -> str:
     return "\n".join(lines)
 
 
-def _hardware(device: str) -> str:
+def hardware_description(device: str) -> str:
+    """The device every figure is measured on, e.g. ``CPU: AMD EPYC (2 cores, AVX512 with bf16, no
+    AMX)``: the CPU's vector extension (PyTorch's dispatch level) and bfloat16 support say which of
+    the runtimes' fast paths it has; a CUDA device by name."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
+    from flowup.bf16_runtime import cpu_has_amx
+
+    vector = torch.backends.cpu.get_cpu_capability()
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    features = f"{vector}{' with bf16' if bf16 else ''}, {'with AMX' if cpu_has_amx() else 'no AMX'}"
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                from flowup.bf16_runtime import cpu_has_amx
-
-                amx = "with AMX" if cpu_has_amx() else "no AMX"
-                return f"CPU: {line.split(':', 1)[1].strip()} ({__import__('os').cpu_count()} cores, {amx})"
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return f"CPU: {platform.processor() or platform.machine()}"
+    return f"CPU: {name} ({os.cpu_count()} cores, {features})"
 
 
 def _version(module: str) -> str:
@@ -494,7 +502,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         names = {"compact": "realesr-animevideov3-x2", "x4plus": "realesrgan-x4plus"}
         peers = {key: RealESRGAN(names[key]) for key in args.peers}
     threads = f"{torch.get_num_threads()} torch / ONNX Runtime / ncnn threads"
-    print(f"flowup bench: {_hardware(device)}, {threads}, runtime {pipe.active_runtime()}", flush=True)
+    print(f"flowup bench: {hardware_description(device)}, {threads}, runtime {pipe.active_runtime()}", flush=True)
     start = time.perf_counter()
     pipe.engine()  # ONNX Runtime: export once per machine (cached), then open the sessions
     engine_seconds = time.perf_counter() - start
@@ -517,7 +525,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
 
     header = {
         "date": time.strftime("%Y-%m-%d"),
-        "hardware": _hardware(device),
+        "hardware": hardware_description(device),
         "threads": threads,
         "device": device,
         "torch": torch.__version__,

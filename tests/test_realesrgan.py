@@ -109,3 +109,5 @@ def test_bench_command_writes_json_and_markdown(fake_wheel, tiny_pipeline_dir, t
     text = (out / "bench.md").read_text()
     assert rows[("levers", "ONNX Runtime: decode")]["output_pixels"] == 64 * 64
     assert "## x2: 32² -> 64²" in text and "## x4: 16² -> 64²" in text and "threads" in text
+    # Every figure says which CPU fast paths it had (vector extension, AMX).
+    assert torch.backends.cpu.get_cpu_capability() in data["header"]["hardware"] and "AMX" in data["header"]["hardware"]

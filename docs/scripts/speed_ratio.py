@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from eval.bench import _hardware, _test_image
+from eval.bench import bench_image, hardware_description
 from eval.realesrgan import RealESRGAN
 from flowup import FlowUpPipeline
 from flowup.pipeline import default_model_path
@@ -35,10 +35,10 @@ def main() -> None:
     pipe = FlowUpPipeline.from_pretrained(default_model_path())
     pipe.set_progress_bar_config(disable=True)
     compact = RealESRGAN("realesr-animevideov3-x2", threads=args.threads)
-    print(f"{_hardware('cpu')}; {args.threads} threads; flowup runtime {pipe.active_runtime()}; {args.rounds} rounds")
+    print(f"{hardware_description('cpu')}; {args.threads} threads; flowup runtime {pipe.active_runtime()}; {args.rounds} rounds")
     for scale, sizes in ((2, args.x2_sizes), (4, args.x4_sizes)):
         for size in sizes:
-            lr = _test_image(size)
+            lr = bench_image(size)
             megapixels = (scale * size) ** 2 / 1e6
 
             def flowup_call(lr=lr, scale=scale):
