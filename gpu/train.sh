@@ -17,8 +17,8 @@
 #
 # On the GPU it: encodes the crops into a latent cache on the GPU (python -m train prepare), the
 # low-res side degraded like generator outputs (configs/degradations/artefacts_no_blur.yaml), fine-tunes
-# the shipped network on it (x2: the clean end of a denoise control, as configs/train/cpu_artefacts.yaml
-# does on a CPU; MODEL_CARD.md items 16-17) in bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
+# the shipped network on it (x2: the clean end of a denoise control, with the decoded-image loss of
+# configs/train/cpu_decoded.yaml; MODEL_CARD.md items 16-17, 23) in bf16 for 6.5 minutes (configs/train/gpu_8min.yaml's max_time; the whole command stays under the
 # 10-minute limit), exports the EMA weights as fp16 (x2: with the shipped faithful network beside it,
 # train export --faithful-of shipped), prints the loss
 # by t (docs/scripts/velocity_loss_by_t.py) and a Set5 / Set14 score, clean and 'generator'-degraded
@@ -43,7 +43,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$scale" in
-    2) scale_fit=() ;;
+    # x2: the clean end's recipe (MODEL_CARD.md item 23): the velocity loss plus 10x the L1 loss on
+    # the decoded 1-step sample (train/decoded_loss.py).
+    2) scale_fit=(--model.init_args.decoded_loss_weight 10.0) ;;
     # A native x4 model (issue 17): one stage from the PSU of a x4 bicubic upsample, fine-tuned
     # from the shipped x2 network (configs/train/native_x4.yaml is the CPU version of this recipe).
     4) scale_fit=(--model.init_args.scale 4 --model.init_args.lr 2.0e-4) ;;

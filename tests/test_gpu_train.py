@@ -31,6 +31,10 @@ def test_gpu_train_dry_run_returns_a_model_within_the_device_limits(tmp_path, sc
     model = join_run(out, tmp_path / "model")
     for name in ("model_index.json", "training.json", "loss_by_t.txt", "score.txt", "train_metrics.csv"):
         assert (model / name).is_file(), name
+    # x2 trains the clean end with the decoded-image loss (MODEL_CARD.md item 23); x4 with the velocity loss alone.
+    hyper = json.loads((model / "training.json").read_text())["hyper_parameters"]
+    assert hyper.get("decoded_loss_weight", 0.0) == (10.0 if scale == 2 else 0.0)
+    assert "train/decoded_l1" in (model / "train_metrics.csv").read_text().splitlines()[0] or scale == 4
     from flowup import FlowUpPipeline
 
     pipe = FlowUpPipeline.from_pretrained(model, runtime="torch")
