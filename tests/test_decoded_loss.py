@@ -65,7 +65,7 @@ def test_decoded_loss_gradients_reach_the_prediction_through_a_frozen_decoder():
     assert all(p.grad is None for p in codec.parameters())
 
 
-def test_module_adds_the_decoded_loss_and_checks_its_weights(tmp_path):
+def test_module_adds_the_decoded_loss_and_checks_its_weights():
     from train.module import FlowMatchingModule
 
     torch.manual_seed(0)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from flowup.codecs import Codec
 from flowup.flow import VelocityModel, noise_source
+from flowup.solver import sample
 
 __all__ = ["decoded_image_loss", "one_step_prediction"]
 
@@ -33,11 +34,11 @@ def one_step_prediction(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The 1-step Euler sample ``x0 + v(x0, 0, z_src)`` with ``x0`` the noised source:
-    ``(N, C, h, w)`` -> same (differentiable in the model's parameters)."""
+    """The default sampler's output, one Euler step of :func:`flowup.solver.sample` from the noised
+    source ``x0``, i.e. ``x0 + v(x0, 0, z_src)``: ``(N, C, h, w)`` -> same (differentiable in the
+    model's parameters)."""
     x0 = noise_source(z_src, alpha, noise=noise, generator=generator)
-    t = torch.zeros(z_src.shape[0], device=z_src.device, dtype=z_src.dtype)
-    return x0 + model(x0, t, z_src).to(x0.dtype)
+    return sample(lambda x, t: model(x, t, z_src), x0, num_steps=1, method="euler").x1
 
 
 def decoded_image_loss(
